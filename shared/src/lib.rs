@@ -1,1 +1,6 @@
-pub fn placeholder() {}
+//! What the cts-exporter, neo4j-sink and chaos-sink have in common, one implementation each:
+//! the CloudEvents HTTP codec ([`cloudevent`]), the retry policy ([`retry`]), the delivery client
+//! ([`delivery`]), the sink server scaffold ([`server`]), metrics ([`metrics`]), configuration loading
+//! ([`config`]) and telemetry ([`telemetry`]).
+
+pub mod cloudevent;
