@@ -4,3 +4,5 @@
 //! ([`config`]) and telemetry ([`telemetry`]).
 
 pub mod cloudevent;
+pub mod config;
+pub mod retry;

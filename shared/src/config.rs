@@ -1,0 +1,276 @@
+//! Configuration loading: environment variables through `envy`, YAML files through `serde-saphyr`,
+//! and [`Secret`] for values that must never be printed.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// A configuration problem, naming the variable, file or key at fault.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A required environment variable is not set.
+    #[error("environment variable {var} is required but not set")]
+    MissingEnv {
+        /// Variable name.
+        var: String,
+    },
+    /// An environment variable has a value that cannot be used.
+    #[error("environment variable {var}: {reason}")]
+    InvalidEnv {
+        /// Variable name (or `?` when the parser could not tell).
+        var: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A configuration file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A configuration file is not valid YAML for what is expected.
+    #[error("{path}: {message}")]
+    Yaml {
+        /// The file (or a description of the source).
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is syntactically fine but not allowed.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Variable or key name.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// A value that is not allowed.
+    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn from_envy(err: envy::Error) -> ConfigError {
+    match err {
+        envy::Error::MissingValue(field) => ConfigError::MissingEnv {
+            var: field.to_ascii_uppercase(),
+        },
+        envy::Error::Custom(msg) => {
+            // envy phrases value errors as "<reason> while parsing value '<v>' provided by <VAR>".
+            // Keep the variable and the reason, drop the value: it could be a secret.
+            match msg.rsplit_once(" provided by ") {
+                Some((head, var)) => {
+                    let reason = head
+                        .split_once(" while parsing value")
+                        .map_or(head, |(reason, _)| reason);
+                    ConfigError::InvalidEnv {
+                        var: var.to_owned(),
+                        reason: reason.to_owned(),
+                    }
+                }
+                None => ConfigError::InvalidEnv {
+                    var: "?".into(),
+                    reason: msg,
+                },
+            }
+        }
+    }
+}
+
+/// Reads a config struct from the process environment (field `k_sink` reads `K_SINK`).
+pub fn from_env<T: DeserializeOwned>() -> Result<T, ConfigError> {
+    envy::from_env().map_err(from_envy)
+}
+
+/// Reads a config struct from variables `PREFIX` + field name (field `from` with `CTS_` reads `CTS_FROM`).
+pub fn from_env_prefixed<T: DeserializeOwned>(prefix: &str) -> Result<T, ConfigError> {
+    envy::prefixed(prefix).from_env().map_err(|e| match from_envy(e) {
+        ConfigError::MissingEnv { var } => ConfigError::MissingEnv {
+            var: format!("{prefix}{var}"),
+        },
+        other => other,
+    })
+}
+
+/// Reads a config struct from given name/value pairs (for tests and layered sources).
+pub fn from_vars<T, I>(vars: I) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned,
+    I: IntoIterator<Item = (String, String)>,
+{
+    envy::from_iter(vars).map_err(from_envy)
+}
+
+/// Parses YAML text; `origin` names the source in errors.
+pub fn from_yaml_str<T: DeserializeOwned>(text: &str, origin: &Path) -> Result<T, ConfigError> {
+    serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+        path: origin.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads and parses a YAML file.
+pub fn load_yaml_file<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    from_yaml_str(&text, path)
+}
+
+/// A value that must never appear in logs, errors or metrics: `Debug` and `Display` print `***`.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when no secret was given.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+/// Renders a URL for logs with any password in it replaced by `***`.
+pub fn redact_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    let secret_params = ["p", "password", "token", "access_token", "api_key", "sig", "signature"];
+    if shown.query_pairs().any(|(k, _)| secret_params.contains(&k.to_ascii_lowercase().as_str())) {
+        let pairs: Vec<(String, String)> = shown
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_params.contains(&k.to_ascii_lowercase().as_str()) {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    struct Cfg {
+        k_sink: String,
+        #[serde(default = "default_port")]
+        port: u16,
+        password: Option<Secret>,
+    }
+
+    fn default_port() -> u16 {
+        8080
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn reads_env_with_defaults() {
+        let cfg: Cfg = from_vars(vars(&[("K_SINK", "http://x"), ("PASSWORD", "hunter2")])).unwrap();
+        assert_eq!(cfg.k_sink, "http://x");
+        assert_eq!(cfg.port, 8080);
+        assert_eq!(cfg.password.as_ref().map(Secret::expose), Some("hunter2"));
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn errors_name_the_variable_but_not_the_value() {
+        let err = from_vars::<Cfg, _>(vars(&[])).unwrap_err();
+        assert_eq!(err.to_string(), "environment variable K_SINK is required but not set");
+        let err = from_vars::<Cfg, _>(vars(&[("K_SINK", "x"), ("PORT", "eighty")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("environment variable PORT:"), "{msg}");
+        assert!(!msg.contains("eighty"), "{msg}");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FileCfg {
+        host: String,
+        port: u16,
+        token: Option<Secret>,
+    }
+
+    #[test]
+    fn yaml_errors_point_at_the_problem() {
+        let ok: FileCfg = from_yaml_str("host: a\nport: 8086\ntoken: t0ps3cret\n", Path::new("x.yaml")).unwrap();
+        assert_eq!((ok.host.as_str(), ok.port), ("a", 8086));
+        assert_eq!(format!("{:?}", ok.token), "Some(\"***\")");
+        let err = from_yaml_str::<FileCfg>("host: a\nport: 8086\nprot: 1\n", Path::new("x.yaml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("x.yaml:") && msg.contains("prot"), "{msg}");
+        let err = from_yaml_str::<FileCfg>("host: a\nport: many\n", Path::new("x.yaml")).unwrap_err();
+        assert!(err.to_string().contains("port") || err.to_string().contains("line 2"), "{err}");
+        let err = load_yaml_file::<FileCfg>(Path::new("/nonexistent/c.yaml")).unwrap_err();
+        assert!(err.to_string().starts_with("cannot read /nonexistent/c.yaml"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "*** \"***\"");
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        let u = url::Url::parse("http://admin:hunter2@influx:8086/write?db=x&p=hunter2&u=admin").unwrap();
+        let shown = redact_url(&u);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("admin") && shown.contains("db=x"), "{shown}");
+    }
+}
