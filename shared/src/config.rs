@@ -89,7 +89,7 @@ fn from_envy(err: envy::Error) -> ConfigError {
 
 /// Reads a config struct from the process environment (field `k_sink` reads `K_SINK`).
 pub fn from_env<T: DeserializeOwned>() -> Result<T, ConfigError> {
-    envy::from_env().map_err(from_envy)
+    from_vars(std::env::vars())
 }
 
 /// Reads a config struct from variables `PREFIX` + field name (field `from` with `CTS_` reads `CTS_FROM`).
@@ -108,7 +108,27 @@ where
     T: DeserializeOwned,
     I: IntoIterator<Item = (String, String)>,
 {
-    envy::from_iter(vars).map_err(from_envy)
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    envy::from_iter(vars.iter().cloned()).map_err(|e| name_the_variable(from_envy(e), &vars))
+}
+
+/// Some serde errors (an unknown enum variant) do not say which variable they came from; find it by
+/// the quoted value in the message.
+fn name_the_variable(err: ConfigError, vars: &[(String, String)]) -> ConfigError {
+    match err {
+        ConfigError::InvalidEnv { var, reason } if var == "?" => {
+            let quoted = reason.split('`').nth(1).unwrap_or_default();
+            let found = vars
+                .iter()
+                .find(|(_, v)| !quoted.is_empty() && v == quoted)
+                .map(|(k, _)| k.to_ascii_uppercase());
+            ConfigError::InvalidEnv {
+                var: found.unwrap_or(var),
+                reason,
+            }
+        }
+        other => other,
+    }
 }
 
 /// Parses YAML text; `origin` names the source in errors.

@@ -6,3 +6,6 @@
 pub mod cloudevent;
 pub mod config;
 pub mod retry;
+pub mod metrics;
+pub mod telemetry;
+pub mod delivery;
