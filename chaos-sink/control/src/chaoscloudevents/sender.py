@@ -1,0 +1,239 @@
+"""Background delivery: a bounded queue drained by one daemon thread, with retries and backoff.
+
+The experiment only ever pays for :meth:`Sender.submit` (append to a deque under a lock) and,
+once at the end of the run, for :meth:`Sender.close`, which waits at most ``flush_timeout``
+seconds. Events are delivered one at a time in submission order, so a run's events reach the
+sink in the order Chaos Toolkit produced them; an event being retried holds back the next ones.
+
+Failures are logged once per sender (the first failed attempt), plus one summary line at the
+end when events were lost. Nothing here raises into the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Deque, Optional, Protocol
+
+from chaoscloudevents.transport import DELIVERED, REJECTED, HttpRequest, SendOutcome
+
+__all__ = ["RetryPolicy", "Sender", "SenderStats", "Transport"]
+
+logger = logging.getLogger("chaostoolkit.cloudevents")
+
+
+class Transport(Protocol):
+    """What the sender needs from a transport (see :class:`~chaoscloudevents.transport.HttpTransport`)."""
+
+    def send(self, request: HttpRequest) -> SendOutcome:
+        """Try to deliver once."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped; ``Retry-After`` honoured up to a cap."""
+
+    max_retries: int = 4
+    initial_backoff: float = 0.2
+    max_backoff: float = 2.0
+    max_retry_after: float = 10.0
+
+    def delay(self, attempt: int, retry_after: Optional[float] = None) -> float:
+        """Seconds to wait before retry number ``attempt + 1`` (``attempt`` starts at 0)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        ceiling = min(self.max_backoff, self.initial_backoff * (2**attempt))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class SenderStats:
+    """Counters of one sender (one run)."""
+
+    submitted: int = 0
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+    @property
+    def lost(self) -> int:
+        """Events that did not reach the sink."""
+        return self.failed + self.dropped
+
+
+class Sender:
+    """Delivers :class:`HttpRequest` objects through a transport in a background thread."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        sink_label: str,
+        queue_size: int = 1000,
+        policy: RetryPolicy = RetryPolicy(),
+        sleep: Optional[Callable[[float], bool]] = None,
+    ) -> None:
+        self._transport = transport
+        self._sink = sink_label
+        self._max = max(int(queue_size), 1)
+        self._policy = policy
+        self._queue: Deque[HttpRequest] = deque()
+        self._cond = threading.Condition()
+        self._inflight = False
+        self._closed = False
+        self._abandon = threading.Event()
+        self._sleep = sleep or self._abandon.wait
+        self._thread: Optional[threading.Thread] = None
+        self._warned = False
+        self._drop_warned = False
+        self.stats = SenderStats()
+
+    # ---- producer side (Chaos Toolkit's threads) ---------------------------------------------
+    def submit(self, request: HttpRequest) -> bool:
+        """Queue ``request`` without blocking. When the queue is full the *oldest* event is
+        dropped, so the latest state of the run (its end) is what survives an outage."""
+        with self._cond:
+            if self._closed:
+                self.stats.dropped += 1
+                return False
+            self.stats.submitted += 1
+            if len(self._queue) >= self._max:
+                self._queue.popleft()
+                self.stats.dropped += 1
+                if not self._drop_warned:
+                    self._drop_warned = True
+                    logger.warning(
+                        "CloudEvents queue for %s is full (%d events): dropping the oldest events",
+                        self._sink,
+                        self._max,
+                    )
+            self._queue.append(request)
+            self._ensure_thread()
+            self._cond.notify_all()
+        return True
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="chaostoolkit-cloudevents-sender", daemon=True
+            )
+            self._thread.start()
+
+    def pending(self) -> int:
+        """Events queued or in flight."""
+        with self._cond:
+            return len(self._queue) + (1 if self._inflight else 0)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued event was handled, at most ``timeout`` seconds."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._cond:
+            while self._queue or self._inflight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self, timeout: float) -> SenderStats:
+        """Stop accepting events, flush for at most ``timeout`` seconds, give up on the rest."""
+        with self._cond:
+            already = self._closed
+            self._closed = True
+            self._cond.notify_all()
+        if already:
+            return self.stats
+        flushed = self.flush(timeout)
+        self._abandon.set()
+        with self._cond:
+            unconfirmed = 1 if self._inflight else 0
+            if not flushed:
+                self.stats.dropped += len(self._queue)
+                self._queue.clear()
+            self._cond.notify_all()
+        if self.stats.lost or unconfirmed:
+            logger.warning(
+                "CloudEvents: %d of %d events could not be delivered to %s within the "
+                "flush timeout of %.1f s",
+                self.stats.lost + unconfirmed,
+                self.stats.submitted,
+                self._sink,
+                timeout,
+            )
+        else:
+            logger.debug(
+                "CloudEvents: %d events delivered to %s (%d retries)",
+                self.stats.delivered,
+                self._sink,
+                self.stats.retried,
+            )
+        return self.stats
+
+    # ---- consumer side (the sender thread) --------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    break
+                request = self._queue.popleft()
+                self._inflight = True
+            try:
+                self._deliver(request)
+            except Exception:  # a bug here must not kill the thread silently or block flush
+                self.stats.failed += 1
+                logger.debug("CloudEvents sender failed on event %s", request.event_id, exc_info=True)
+            finally:
+                with self._cond:
+                    self._inflight = False
+                    self._cond.notify_all()
+        self._transport.close()
+
+    def _deliver(self, request: HttpRequest) -> None:
+        attempt = 0
+        while True:
+            outcome = self._transport.send(request)
+            if outcome.result == DELIVERED:
+                self.stats.delivered += 1
+                return
+            self._warn_once(request, outcome)
+            if outcome.result == REJECTED:
+                self.stats.failed += 1
+                return
+            if attempt >= self._policy.max_retries or self._abandon.is_set():
+                self.stats.failed += 1
+                return
+            delay = self._policy.delay(attempt, outcome.retry_after)
+            attempt += 1
+            self.stats.retried += 1
+            if self._sleep(delay):  # abandoned while waiting (end of the flush window)
+                self.stats.failed += 1
+                return
+
+    def _warn_once(self, request: HttpRequest, outcome: SendOutcome) -> None:
+        if self._warned:
+            logger.debug(
+                "CloudEvents: %s %s to %s: %s",
+                request.event_type,
+                request.event_id,
+                self._sink,
+                outcome.detail,
+            )
+            return
+        self._warned = True
+        what = "rejected" if outcome.result == REJECTED else "not delivered, retrying in the background"
+        logger.warning(
+            "CloudEvents sink %s: %s (%s); the experiment carries on, "
+            "further delivery errors of this run are logged at debug level",
+            self._sink,
+            what,
+            outcome.detail,
+        )
