@@ -9,3 +9,6 @@ pub mod retry;
 pub mod metrics;
 pub mod telemetry;
 pub mod delivery;
+pub mod server;
+#[cfg(feature = "testkit")]
+pub mod testkit;

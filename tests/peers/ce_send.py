@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""An independent CloudEvents sender: the official Python SDK (cloudevents 2.x) encoding the request.
+
+Usage: ce_send.py URL binary|structured EVENT_JSON
+EVENT_JSON is {"attributes": {...}, "data": ...}; `time` may be an RFC 3339 string.
+Prints one JSON line: {"status": N, "body": "...", "sent_headers": {...}}.
+"""
+import json
+import sys
+import urllib.error
+import urllib.request
+from datetime import datetime
+
+from cloudevents.core.bindings.http import to_binary_event, to_structured_event
+from cloudevents.core.v1.event import CloudEvent
+
+
+def main() -> None:
+    url, mode, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    attributes = dict(spec["attributes"])
+    if isinstance(attributes.get("time"), str):
+        attributes["time"] = datetime.fromisoformat(attributes["time"].replace("Z", "+00:00"))
+    event = CloudEvent(attributes=attributes, data=spec.get("data"))
+    message = to_binary_event(event) if mode == "binary" else to_structured_event(event)
+    request = urllib.request.Request(url, data=message.body, headers=message.headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, body = response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        status, body = err.code, err.read().decode()
+    print(json.dumps({"status": status, "body": body, "sent_headers": dict(message.headers)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
