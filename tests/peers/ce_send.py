@@ -5,11 +5,11 @@ Usage: ce_send.py URL binary|structured EVENT_JSON
 EVENT_JSON is {"attributes": {...}, "data": ...}; `time` may be an RFC 3339 string.
 Prints one JSON line: {"status": N, "body": "...", "sent_headers": {...}}.
 """
+import http.client
 import json
 import sys
-import urllib.error
-import urllib.request
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from cloudevents.core.bindings.http import to_binary_event, to_structured_event
 from cloudevents.core.v1.event import CloudEvent
@@ -22,12 +22,13 @@ def main() -> None:
         attributes["time"] = datetime.fromisoformat(attributes["time"].replace("Z", "+00:00"))
     event = CloudEvent(attributes=attributes, data=spec.get("data"))
     message = to_binary_event(event) if mode == "binary" else to_structured_event(event)
-    request = urllib.request.Request(url, data=message.body, headers=message.headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status, body = response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        status, body = err.code, err.read().decode()
+    # http.client sends exactly the SDK's headers (urllib would add a form Content-Type).
+    target = urlsplit(url)
+    conn = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=10)
+    conn.request("POST", target.path or "/", body=message.body, headers=message.headers)
+    response = conn.getresponse()
+    status, body = response.status, response.read().decode()
+    conn.close()
     print(json.dumps({"status": status, "body": body, "sent_headers": dict(message.headers)}), flush=True)
 
 

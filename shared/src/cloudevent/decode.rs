@@ -140,6 +140,8 @@ fn non_empty(name: &'static str, value: Option<String>) -> Result<String, Decode
 
 fn binary_data(content_type: Option<&str>, body: &[u8]) -> Result<Data, DecodeError> {
     match content_type {
+        // No Content-Type: SDKs (Python 2.x) send dict data that way. JSON when it parses, else bytes.
+        None => Ok(serde_json::from_slice(body).map_or_else(|_| Data::Binary(body.to_vec()), Data::Json)),
         Some(ct) if is_json_media_type(ct) => serde_json::from_slice(body)
             .map(Data::Json)
             .map_err(|e| DecodeError::Malformed(format!("data is declared JSON but does not parse: {e}"))),
@@ -241,6 +243,12 @@ mod tests {
             assert!(err.is_unsupported_media_type(), "{ct}: {err}");
         }
         assert!(decode(&[], "").unwrap_err().is_unsupported_media_type());
+    }
+
+    #[test]
+    fn missing_content_type_is_json_when_it_parses() {
+        assert_eq!(decode(&MIN, r#"{"a":1}"#).unwrap()[0].data(), Some(&Data::Json(json!({"a": 1}))));
+        assert_eq!(decode(&MIN, "{x").unwrap()[0].data(), Some(&Data::Binary(b"{x".to_vec())));
     }
 
     #[test]
