@@ -48,6 +48,7 @@ class _Behaviour:
     delay: float = 0.0
     retry_after: Optional[str] = None
     fail_first: int = 0  # answer `status` to the first N requests, then 202
+    drop_keepalive: bool = False  # close the connection after answering, without saying so
 
 
 class FakeCloudEventsSink:
@@ -75,7 +76,7 @@ class FakeCloudEventsSink:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                status, delay, retry_after = sink._decide()
+                status, delay, retry_after, drop = sink._decide()
                 if delay:
                     time.sleep(delay)
                 raw = b"".join(
@@ -98,11 +99,15 @@ class FakeCloudEventsSink:
                     self.send_header("Retry-After", retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                if drop:  # like a server whose idle timeout closed a kept-alive connection
+                    self.close_connection = True
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -124,18 +129,18 @@ class FakeCloudEventsSink:
 
     # ---- behaviour -----------------------------------------------------------------------
     def answer(self, status: int = 202, delay: float = 0.0, retry_after: Optional[str] = None,
-               fail_first: int = 0) -> None:
+               fail_first: int = 0, drop_keepalive: bool = False) -> None:
         with self._lock:
-            self._behaviour = _Behaviour(status, delay, retry_after, fail_first)
+            self._behaviour = _Behaviour(status, delay, retry_after, fail_first, drop_keepalive)
             self._seen = 0
 
-    def _decide(self) -> Tuple[int, float, Optional[str]]:
+    def _decide(self) -> Tuple[int, float, Optional[str], bool]:
         with self._lock:
             b = self._behaviour
             self._seen += 1
             if b.fail_first and self._seen > b.fail_first:
-                return 202, 0.0, None
-            return b.status, b.delay, b.retry_after
+                return 202, 0.0, None, b.drop_keepalive
+            return b.status, b.delay, b.retry_after, b.drop_keepalive
 
     # ---- inspection ----------------------------------------------------------------------
     def accepted(self) -> List[RecordedRequest]:
