@@ -45,10 +45,15 @@ pub enum LogFormat {
 impl LogFormat {
     /// Reads `LOG_FORMAT` (default `text`).
     pub fn from_env() -> Result<Self, TelemetryError> {
-        match std::env::var("LOG_FORMAT").unwrap_or_default().to_ascii_lowercase().as_str() {
+        Self::parse(&std::env::var("LOG_FORMAT").unwrap_or_default())
+    }
+
+    /// Parses a `LOG_FORMAT` value (empty means `text`).
+    pub fn parse(value: &str) -> Result<Self, TelemetryError> {
+        match value.trim().to_ascii_lowercase().as_str() {
             "" | "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(TelemetryError::LogFormat(other.to_owned())),
+            _ => Err(TelemetryError::LogFormat(value.to_owned())),
         }
     }
 }
@@ -168,7 +173,9 @@ mod tests {
 
     #[test]
     fn log_format_values() {
-        // Parsing only: the env var is read by from_env, tested through init in integration tests.
-        assert!(matches!(TelemetryError::LogFormat("xml".into()).to_string(), s if s.contains("LOG_FORMAT")));
+        assert_eq!(LogFormat::parse("").unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::parse("JSON").unwrap(), LogFormat::Json);
+        let err = LogFormat::parse("xml").unwrap_err().to_string();
+        assert!(err.contains("LOG_FORMAT") && err.contains("xml"), "{err}");
     }
 }

@@ -292,3 +292,71 @@ pub async fn python_send(python: &str, url: &str, mode: &str, event: &serde_json
     assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad sender output {e}: {:?}", out.stdout))
 }
+
+/// A throw-away certificate authority and a `localhost` server certificate it signed.
+pub struct TestCa {
+    /// The CA certificate, PEM: what a client must trust (`K_CA_CERTS`, Grafana `cert_file`).
+    pub ca_pem: String,
+    server_cert: rcgen::Certificate,
+    server_key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    /// Generates a CA and a server certificate for `localhost` and `127.0.0.1`.
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "cts-knative test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().expect("server key");
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("server params");
+        let server_cert = params.signed_by(&server_key, &issuer).expect("server cert");
+        Self {
+            ca_pem: ca_cert.pem(),
+            server_cert,
+            server_key,
+        }
+    }
+
+    /// Starts a TLS-terminating proxy on 127.0.0.1 in front of a plain HTTP server at `upstream`
+    /// (for example a [`ScriptedSink`]); returns `https://localhost:PORT`.
+    pub async fn tls_proxy(&self, upstream: std::net::SocketAddr) -> String {
+        use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![self.server_cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.serialize_der())),
+            )
+            .expect("server TLS config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind TLS proxy");
+        let port = listener.local_addr().expect("TLS proxy address").port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that does not trust the CA fails the handshake: nothing to proxy.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                });
+            }
+        });
+        format!("https://localhost:{port}")
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -149,3 +149,23 @@ async fn sends_the_oidc_token_re_reading_it_and_the_mode_headers() {
     std::fs::remove_dir_all(&dir).ok();
     sink.stop().await;
 }
+
+#[tokio::test]
+async fn trusts_the_extra_ca_of_k_ca_certs_for_https_sinks() {
+    let sink = ScriptedSink::start().unwrap();
+    let upstream = sink.url.trim_start_matches("http://").parse().unwrap();
+    let ca = shared::testkit::TestCa::new();
+    let https = ca.tls_proxy(upstream).await;
+
+    let mut cfg = config(&https);
+    cfg.retry.max_retries = 1;
+    let untrusted = Sender::new(cfg.clone()).unwrap().send(event("no-ca")).await;
+    assert!(matches!(untrusted, Err(DeliveryError::Exhausted { .. })), "{untrusted:?}");
+    assert!(sink.requests().is_empty(), "nothing got through without the CA");
+
+    cfg.ca_certs_pem = Some(ca.ca_pem.clone());
+    let d = Sender::new(cfg).unwrap().send(event("with-ca")).await.unwrap();
+    assert_eq!(d.status, 202);
+    assert_eq!(sink.requests()[0].headers["ce-id"], "with-ca");
+    sink.stop().await;
+}
