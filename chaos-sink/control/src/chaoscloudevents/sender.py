@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Deque, Optional, Protocol
 
 from chaoscloudevents.transport import DELIVERED, REJECTED, HttpRequest, SendOutcome
@@ -62,11 +62,12 @@ class SenderStats:
     retried: int = 0
     failed: int = 0
     dropped: int = 0
+    unconfirmed: int = 0  # still in flight when the flush timeout ran out
 
     @property
     def lost(self) -> int:
-        """Events that did not reach the sink."""
-        return self.failed + self.dropped
+        """Events that did not (or not provably) reach the sink."""
+        return self.failed + self.dropped + self.unconfirmed
 
 
 class Sender:
@@ -93,6 +94,7 @@ class Sender:
         self._thread: Optional[threading.Thread] = None
         self._warned = False
         self._drop_warned = False
+        self._final: Optional[SenderStats] = None
         self.stats = SenderStats()
 
     # ---- producer side (Chaos Toolkit's threads) ---------------------------------------------
@@ -143,38 +145,42 @@ class Sender:
         return True
 
     def close(self, timeout: float) -> SenderStats:
-        """Stop accepting events, flush for at most ``timeout`` seconds, give up on the rest."""
+        """Stop accepting events, flush for at most ``timeout`` seconds, give up on the rest.
+
+        Returns a snapshot of the counters at that moment (an attempt still in flight is counted
+        as ``unconfirmed``). Calling it again returns the same snapshot.
+        """
         with self._cond:
-            already = self._closed
+            if self._final is not None:
+                return self._final
             self._closed = True
             self._cond.notify_all()
-        if already:
-            return self.stats
         flushed = self.flush(timeout)
         self._abandon.set()
         with self._cond:
-            unconfirmed = 1 if self._inflight else 0
             if not flushed:
                 self.stats.dropped += len(self._queue)
                 self._queue.clear()
+            final = replace(self.stats, unconfirmed=1 if self._inflight else 0)
+            self._final = final
             self._cond.notify_all()
-        if self.stats.lost or unconfirmed:
+        if final.lost:
             logger.warning(
-                "CloudEvents: %d of %d events could not be delivered to %s within the "
-                "flush timeout of %.1f s",
-                self.stats.lost + unconfirmed,
-                self.stats.submitted,
+                "CloudEvents: %d of %d events could not be delivered to %s "
+                "(flush timeout %.1f s)",
+                final.lost,
+                final.submitted,
                 self._sink,
                 timeout,
             )
         else:
             logger.debug(
                 "CloudEvents: %d events delivered to %s (%d retries)",
-                self.stats.delivered,
+                final.delivered,
                 self._sink,
-                self.stats.retried,
+                final.retried,
             )
-        return self.stats
+        return final
 
     # ---- consumer side (the sender thread) --------------------------------------------------
     def _run(self) -> None:

@@ -18,12 +18,13 @@ import email.utils
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import time
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from chaoscloudevents import __version__
 from chaoscloudevents.events import CloudEvent
@@ -55,19 +56,20 @@ USER_AGENT = f"chaostoolkit-cloudevents/{__version__}"
 _MAX_RESPONSE_BYTES = 64 * 1024
 
 
+# Printable ASCII (0x21-0x7E) except '"' and '%': the bytes a header value may carry as they are.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+_ALL_SAFE = re.compile(r'[!#-$&-~]*')  # the same set, to skip the work for plain values
+
+
 def percent_encode(value: str) -> str:
     """Percent-encode a binary-mode header value (CloudEvents HTTP binding, 3.1.3.2).
 
     The value is UTF-8 encoded; every byte that is not printable ASCII (0x21-0x7E), and the
     space, ``"`` and ``%`` characters, are written as ``%XX`` (upper-case hex).
     """
-    out = []
-    for byte in value.encode("utf-8"):
-        if 0x21 <= byte <= 0x7E and byte not in (0x22, 0x25):
-            out.append(chr(byte))
-        else:
-            out.append(f"%{byte:02X}")
-    return "".join(out)
+    if _ALL_SAFE.fullmatch(value):
+        return value
+    return quote(value, safe=_HEADER_SAFE)
 
 
 @dataclass(frozen=True)
