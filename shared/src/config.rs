@@ -94,12 +94,14 @@ pub fn from_env<T: DeserializeOwned>() -> Result<T, ConfigError> {
 
 /// Reads a config struct from variables `PREFIX` + field name (field `from` with `CTS_` reads `CTS_FROM`).
 pub fn from_env_prefixed<T: DeserializeOwned>(prefix: &str) -> Result<T, ConfigError> {
-    envy::prefixed(prefix).from_env().map_err(|e| match from_envy(e) {
-        ConfigError::MissingEnv { var } => ConfigError::MissingEnv {
-            var: format!("{prefix}{var}"),
-        },
-        other => other,
-    })
+    envy::prefixed(prefix)
+        .from_env()
+        .map_err(|e| match from_envy(e) {
+            ConfigError::MissingEnv { var } => ConfigError::MissingEnv {
+                var: format!("{prefix}{var}"),
+            },
+            other => other,
+        })
 }
 
 /// Reads a config struct from given name/value pairs (for tests and layered sources).
@@ -199,8 +201,19 @@ pub fn redact_url(url: &url::Url) -> String {
     if shown.password().is_some() {
         let _ = shown.set_password(Some("***"));
     }
-    let secret_params = ["p", "password", "token", "access_token", "api_key", "sig", "signature"];
-    if shown.query_pairs().any(|(k, _)| secret_params.contains(&k.to_ascii_lowercase().as_str())) {
+    let secret_params = [
+        "p",
+        "password",
+        "token",
+        "access_token",
+        "api_key",
+        "sig",
+        "signature",
+    ];
+    if shown
+        .query_pairs()
+        .any(|(k, _)| secret_params.contains(&k.to_ascii_lowercase().as_str()))
+    {
         let pairs: Vec<(String, String)> = shown
             .query_pairs()
             .map(|(k, v)| {
@@ -235,7 +248,10 @@ mod tests {
     }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -250,7 +266,10 @@ mod tests {
     #[test]
     fn errors_name_the_variable_but_not_the_value() {
         let err = from_vars::<Cfg, _>(vars(&[])).unwrap_err();
-        assert_eq!(err.to_string(), "environment variable K_SINK is required but not set");
+        assert_eq!(
+            err.to_string(),
+            "environment variable K_SINK is required but not set"
+        );
         let err = from_vars::<Cfg, _>(vars(&[("K_SINK", "x"), ("PORT", "eighty")])).unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("environment variable PORT:"), "{msg}");
@@ -267,16 +286,28 @@ mod tests {
 
     #[test]
     fn yaml_errors_point_at_the_problem() {
-        let ok: FileCfg = from_yaml_str("host: a\nport: 8086\ntoken: t0ps3cret\n", Path::new("x.yaml")).unwrap();
+        let ok: FileCfg = from_yaml_str(
+            "host: a\nport: 8086\ntoken: t0ps3cret\n",
+            Path::new("x.yaml"),
+        )
+        .unwrap();
         assert_eq!((ok.host.as_str(), ok.port), ("a", 8086));
         assert_eq!(format!("{:?}", ok.token), "Some(\"***\")");
-        let err = from_yaml_str::<FileCfg>("host: a\nport: 8086\nprot: 1\n", Path::new("x.yaml")).unwrap_err();
+        let err = from_yaml_str::<FileCfg>("host: a\nport: 8086\nprot: 1\n", Path::new("x.yaml"))
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("x.yaml:") && msg.contains("prot"), "{msg}");
-        let err = from_yaml_str::<FileCfg>("host: a\nport: many\n", Path::new("x.yaml")).unwrap_err();
-        assert!(err.to_string().contains("port") || err.to_string().contains("line 2"), "{err}");
+        let err =
+            from_yaml_str::<FileCfg>("host: a\nport: many\n", Path::new("x.yaml")).unwrap_err();
+        assert!(
+            err.to_string().contains("port") || err.to_string().contains("line 2"),
+            "{err}"
+        );
         let err = load_yaml_file::<FileCfg>(Path::new("/nonexistent/c.yaml")).unwrap_err();
-        assert!(err.to_string().starts_with("cannot read /nonexistent/c.yaml"));
+        assert!(
+            err.to_string()
+                .starts_with("cannot read /nonexistent/c.yaml")
+        );
     }
 
     #[test]
@@ -288,7 +319,8 @@ mod tests {
 
     #[test]
     fn urls_lose_their_passwords() {
-        let u = url::Url::parse("http://admin:hunter2@influx:8086/write?db=x&p=hunter2&u=admin").unwrap();
+        let u = url::Url::parse("http://admin:hunter2@influx:8086/write?db=x&p=hunter2&u=admin")
+            .unwrap();
         let shown = redact_url(&u);
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("admin") && shown.contains("db=x"), "{shown}");

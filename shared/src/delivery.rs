@@ -6,7 +6,9 @@
 use crate::cloudevent::{CeOverrides, EncodeError, EncodedRequest, Event, Mode};
 use crate::config::{self, ConfigError};
 use crate::metrics::{LATENCY_BUCKETS, register};
-use crate::retry::{Failure, RetryError, RetryPolicy, StatusClass, classify_status, parse_retry_after};
+use crate::retry::{
+    Failure, RetryError, RetryPolicy, StatusClass, classify_status, parse_retry_after,
+};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
@@ -76,24 +78,35 @@ impl DeliveryConfig {
     }
 
     /// Like [`DeliveryConfig::from_env`], from given variables.
-    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, ConfigError> {
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+    ) -> Result<Self, ConfigError> {
         let env: DeliveryEnv = config::from_vars(vars)?;
-        let raw = env
-            .k_sink
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| ConfigError::MissingEnv { var: "K_SINK".into() })?;
+        let raw =
+            env.k_sink
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| ConfigError::MissingEnv {
+                    var: "K_SINK".into(),
+                })?;
         let mut cfg = Self::new(parse_sink(&raw)?);
         cfg.ca_certs_pem = env.k_ca_certs.filter(|s| !s.trim().is_empty());
-        cfg.overrides = CeOverrides::parse(&env.k_ce_overrides).map_err(|e| ConfigError::InvalidEnv {
-            var: "K_CE_OVERRIDES".into(),
-            reason: e.to_string().trim_start_matches("K_CE_OVERRIDES: ").to_owned(),
-        })?;
+        cfg.overrides =
+            CeOverrides::parse(&env.k_ce_overrides).map_err(|e| ConfigError::InvalidEnv {
+                var: "K_CE_OVERRIDES".into(),
+                reason: e
+                    .to_string()
+                    .trim_start_matches("K_CE_OVERRIDES: ")
+                    .to_owned(),
+            })?;
         if let Some(mode) = env.ce_mode {
             cfg.mode = mode;
         }
         if let Some(secs) = env.k_sink_timeout {
             if secs == 0 {
-                return Err(ConfigError::invalid("K_SINK_TIMEOUT", "must be at least 1 second"));
+                return Err(ConfigError::invalid(
+                    "K_SINK_TIMEOUT",
+                    "must be at least 1 second",
+                ));
             }
             cfg.timeout = Duration::from_secs(secs);
         }
@@ -175,13 +188,19 @@ impl DeliveryMetrics {
     fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = Self {
             events: IntCounterVec::new(
-                Opts::new("delivery_events_total", "Events sent to the sink, by outcome (delivered, rejected, failed)."),
+                Opts::new(
+                    "delivery_events_total",
+                    "Events sent to the sink, by outcome (delivered, rejected, failed).",
+                ),
                 &["outcome"],
             )?,
             retries: IntCounter::new("delivery_retries_total", "Retried delivery attempts.")?,
             latency: Histogram::with_opts(
-                HistogramOpts::new("delivery_duration_seconds", "Time to deliver one event, retries included.")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "delivery_duration_seconds",
+                    "Time to deliver one event, retries included.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
         };
         register(registry, &m.events);
@@ -208,14 +227,19 @@ impl Sender {
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .user_agent(concat!("cts-knative/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &config.ca_certs_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| DeliveryError::Client(format!("K_CA_CERTS is not a PEM bundle: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                DeliveryError::Client(format!("K_CA_CERTS is not a PEM bundle: {e}"))
+            })?;
             if certs.is_empty() {
-                return Err(DeliveryError::Client("K_CA_CERTS holds no certificate".into()));
+                return Err(DeliveryError::Client(
+                    "K_CA_CERTS holds no certificate".into(),
+                ));
             }
             builder = builder.tls_certs_merge(certs);
         }
-        let client = builder.build().map_err(|e| DeliveryError::Client(e.to_string()))?;
+        let client = builder
+            .build()
+            .map_err(|e| DeliveryError::Client(e.to_string()))?;
         Ok(Self {
             client,
             config,
@@ -273,7 +297,11 @@ impl Sender {
         }
     }
 
-    async fn attempt(&self, encoded: &EncodedRequest, attempt: u32) -> Result<Delivered, Failure<DeliveryError>> {
+    async fn attempt(
+        &self,
+        encoded: &EncodedRequest,
+        attempt: u32,
+    ) -> Result<Delivered, Failure<DeliveryError>> {
         if attempt > 0
             && let Some(m) = &self.metrics
         {
@@ -316,10 +344,16 @@ impl Sender {
                 attempts: attempt + 1,
             }),
             StatusClass::Retryable => Err(Failure::Transient {
-                error: DeliveryError::Rejected { status, body: snippet },
+                error: DeliveryError::Rejected {
+                    status,
+                    body: snippet,
+                },
                 retry_after,
             }),
-            StatusClass::Permanent => Err(Failure::Permanent(DeliveryError::Rejected { status, body: snippet })),
+            StatusClass::Permanent => Err(Failure::Permanent(DeliveryError::Rejected {
+                status,
+                body: snippet,
+            })),
         }
     }
 }
@@ -350,7 +384,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -367,17 +404,36 @@ mod tests {
         assert_eq!(cfg.mode, Mode::Structured);
         assert_eq!(cfg.timeout, Duration::from_secs(5));
         assert_eq!(cfg.retry.max_retries, 3);
-        assert_eq!(cfg.overrides.extensions().collect::<Vec<_>>(), vec![("cluster", "c1")]);
+        assert_eq!(
+            cfg.overrides.extensions().collect::<Vec<_>>(),
+            vec![("cluster", "c1")]
+        );
     }
 
     #[test]
     fn config_errors_name_the_variable() {
-        let err = |pairs: &[(&str, &str)]| DeliveryConfig::from_vars(vars(pairs)).unwrap_err().to_string();
-        assert_eq!(err(&[]), "environment variable K_SINK is required but not set");
-        assert_eq!(err(&[("K_SINK", "")]), "environment variable K_SINK is required but not set");
-        assert!(err(&[("K_SINK", "not a url")]).starts_with("environment variable K_SINK: not a valid URL"));
+        let err = |pairs: &[(&str, &str)]| {
+            DeliveryConfig::from_vars(vars(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(&[]),
+            "environment variable K_SINK is required but not set"
+        );
+        assert_eq!(
+            err(&[("K_SINK", "")]),
+            "environment variable K_SINK is required but not set"
+        );
+        assert!(
+            err(&[("K_SINK", "not a url")])
+                .starts_with("environment variable K_SINK: not a valid URL")
+        );
         assert!(err(&[("K_SINK", "ftp://x/")]).contains("http:// or https://"));
-        assert!(err(&[("K_SINK", "http://x"), ("K_CE_OVERRIDES", "[]")]).starts_with("environment variable K_CE_OVERRIDES"));
+        assert!(
+            err(&[("K_SINK", "http://x"), ("K_CE_OVERRIDES", "[]")])
+                .starts_with("environment variable K_CE_OVERRIDES")
+        );
         let mode = err(&[("K_SINK", "http://x"), ("CE_MODE", "xml")]);
         assert!(mode.starts_with("environment variable CE_MODE"), "{mode}");
         assert!(err(&[("K_SINK", "http://x"), ("K_SINK_TIMEOUT", "0")]).contains("K_SINK_TIMEOUT"));
@@ -387,6 +443,8 @@ mod tests {
     fn bad_ca_bundle_is_refused() {
         let mut cfg = DeliveryConfig::new(Url::parse("https://x").unwrap());
         cfg.ca_certs_pem = Some("not pem".into());
-        assert!(matches!(Sender::new(cfg), Err(DeliveryError::Client(m)) if m.contains("K_CA_CERTS")));
+        assert!(
+            matches!(Sender::new(cfg), Err(DeliveryError::Client(m)) if m.contains("K_CA_CERTS"))
+        );
     }
 }

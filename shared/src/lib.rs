@@ -5,10 +5,10 @@
 
 pub mod cloudevent;
 pub mod config;
-pub mod retry;
-pub mod metrics;
-pub mod telemetry;
 pub mod delivery;
+pub mod metrics;
+pub mod retry;
 pub mod server;
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

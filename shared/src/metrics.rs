@@ -21,7 +21,10 @@ pub fn render(registry: &Registry) -> String {
 
 /// Registers a collector, logging instead of failing when the same name is registered twice
 /// (a programming error that must not take a service down).
-pub fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: &C) {
+pub fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: &C,
+) {
     if let Err(e) = registry.register(Box::new(collector.clone())) {
         tracing::warn!(error = %e, "metric registration failed");
     }

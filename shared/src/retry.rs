@@ -191,7 +191,10 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
@@ -208,14 +211,26 @@ mod tests {
         };
         for _ in 0..200 {
             let b0 = p.backoff(0);
-            assert!(b0 >= Duration::from_millis(50) && b0 <= Duration::from_millis(100), "{b0:?}");
+            assert!(
+                b0 >= Duration::from_millis(50) && b0 <= Duration::from_millis(100),
+                "{b0:?}"
+            );
             let b3 = p.backoff(3);
-            assert!(b3 >= Duration::from_millis(400) && b3 <= Duration::from_millis(800), "{b3:?}");
+            assert!(
+                b3 >= Duration::from_millis(400) && b3 <= Duration::from_millis(800),
+                "{b3:?}"
+            );
             let b30 = p.backoff(30);
-            assert!(b30 >= Duration::from_secs(1) && b30 <= Duration::from_secs(2), "{b30:?}");
+            assert!(
+                b30 >= Duration::from_secs(1) && b30 <= Duration::from_secs(2),
+                "{b30:?}"
+            );
         }
         assert!(p.delay(0, Some(Duration::from_secs(5))) >= Duration::from_secs(5));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(3600))), Duration::from_secs(10));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(3600))),
+            Duration::from_secs(10)
+        );
     }
 
     fn fast() -> RetryPolicy {

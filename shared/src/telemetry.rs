@@ -81,9 +81,12 @@ impl Drop for TelemetryGuard {
 }
 
 fn otlp_configured() -> bool {
-    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
 }
 
 /// Installs the global subscriber and propagator for a service. Call once, early in `main`
@@ -91,11 +94,15 @@ fn otlp_configured() -> bool {
 pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
     let format = LogFormat::from_env()?;
     let filter = match std::env::var("RUST_LOG") {
-        Ok(s) if !s.trim().is_empty() => EnvFilter::try_new(s).map_err(|e| TelemetryError::Filter(e.to_string()))?,
+        Ok(s) if !s.trim().is_empty() => {
+            EnvFilter::try_new(s).map_err(|e| TelemetryError::Filter(e.to_string()))?
+        }
         _ => EnvFilter::new("info"),
     };
     let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service_name.to_owned());
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(name).build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(name)
+        .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     let exporting = otlp_configured();
     if exporting {
@@ -114,11 +121,19 @@ pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
     let result = match format {
         LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
             .try_init(),
     };
     result.map_err(|e| TelemetryError::AlreadyInit(e.to_string()))?;
-    Ok(TelemetryGuard { provider, exporting })
+    Ok(TelemetryGuard {
+        provider,
+        exporting,
+    })
 }
 
 struct MapCarrier<'a>(&'a HashMap<String, String>);
@@ -139,8 +154,15 @@ where
 {
     let map: HashMap<String, String> = headers
         .into_iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("traceparent") || n.eq_ignore_ascii_case("tracestate"))
-        .filter_map(|(n, v)| Some((n.to_ascii_lowercase(), std::str::from_utf8(v).ok()?.to_owned())))
+        .filter(|(n, _)| {
+            n.eq_ignore_ascii_case("traceparent") || n.eq_ignore_ascii_case("tracestate")
+        })
+        .filter_map(|(n, v)| {
+            Some((
+                n.to_ascii_lowercase(),
+                std::str::from_utf8(v).ok()?.to_owned(),
+            ))
+        })
         .collect();
     if map.contains_key("traceparent") {
         let cx = TraceContextPropagator::new().extract(&MapCarrier(&map));

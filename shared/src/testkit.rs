@@ -34,7 +34,9 @@ pub fn require_env(var: &str, what: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Some(v),
         _ if servers_required() => {
-            panic!("{what} is required but {var} is not set (CI=true or TEST_REQUIRE_SERVERS=1); run scripts/test")
+            panic!(
+                "{what} is required but {var} is not set (CI=true or TEST_REQUIRE_SERVERS=1); run scripts/test"
+            )
         }
         _ => {
             eprintln!("SKIPPED: {what} not available: {var} is not set (scripts/test starts it)");
@@ -147,9 +149,12 @@ pub struct CapturedRequest {
     pub body: Vec<u8>,
 }
 
+/// A scripted reply: status and headers.
+type Reply = (u16, Vec<(String, String)>);
+
 #[derive(Default)]
 struct Script {
-    replies: Mutex<VecDeque<(u16, Vec<(String, String)>)>>,
+    replies: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<CapturedRequest>>,
 }
 
@@ -166,7 +171,12 @@ async fn scripted(req: HttpRequest, body: web::Bytes, script: web::Data<Script>)
     let headers = req
         .headers()
         .iter()
-        .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     lock(&script.requests).push(CapturedRequest {
         method: req.method().to_string(),
@@ -174,9 +184,12 @@ async fn scripted(req: HttpRequest, body: web::Bytes, script: web::Data<Script>)
         headers,
         body: body.to_vec(),
     });
-    let (status, headers) = lock(&script.replies).pop_front().unwrap_or((202, Vec::new()));
+    let (status, headers) = lock(&script.replies)
+        .pop_front()
+        .unwrap_or((202, Vec::new()));
     let mut resp = HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+        actix_web::http::StatusCode::from_u16(status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
     );
     for (n, v) in headers {
         resp.insert_header((n, v));
@@ -189,11 +202,15 @@ impl ScriptedSink {
     pub fn start() -> std::io::Result<Self> {
         let script = Arc::new(Script::default());
         let data = web::Data::from(script.clone());
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(scripted)))
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(1)
-            .bind(("127.0.0.1", 0))?;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(scripted))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(("127.0.0.1", 0))?;
         let addr = server.addrs()[0];
         let server = server.run();
         let handle = server.handle();
@@ -209,7 +226,10 @@ impl ScriptedSink {
     pub fn push_reply(&self, status: u16, headers: &[(&str, &str)]) {
         lock(&self.script.replies).push_back((
             status,
-            headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
         ));
     }
 
@@ -241,7 +261,12 @@ impl PythonPeer {
         let script = repo_root().join("tests/peers/ce_receive.py");
         let mut child = Command::new(python)
             .arg(script)
-            .args(["--count", &count.to_string(), "--fail-first", &fail_first.to_string()])
+            .args([
+                "--count",
+                &count.to_string(),
+                "--fail-first",
+                &fail_first.to_string(),
+            ])
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -281,7 +306,12 @@ impl PythonPeer {
 
 /// Sends one event with the Python SDK (`tests/peers/ce_send.py`); returns its JSON report
 /// (`status`, `body`, `sent_headers`).
-pub async fn python_send(python: &str, url: &str, mode: &str, event: &serde_json::Value) -> serde_json::Value {
+pub async fn python_send(
+    python: &str,
+    url: &str,
+    mode: &str,
+    event: &serde_json::Value,
+) -> serde_json::Value {
     let script = repo_root().join("tests/peers/ce_send.py");
     let out = Command::new(python)
         .arg(script)
@@ -289,8 +319,13 @@ pub async fn python_send(python: &str, url: &str, mode: &str, event: &serde_json
         .output()
         .await
         .expect("run the Python CloudEvents sender");
-    assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad sender output {e}: {:?}", out.stdout))
+    assert!(
+        out.status.success(),
+        "sender failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad sender output {e}: {:?}", out.stdout))
 }
 
 /// A throw-away certificate authority and a `localhost` server certificate it signed.
@@ -314,7 +349,8 @@ impl TestCa {
         let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let server_key = KeyPair::generate().expect("server key");
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("server params");
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server params");
         let server_cert = params.signed_by(&server_key, &issuer).expect("server cert");
         Self {
             ca_pem: ca_cert.pem(),
@@ -338,15 +374,21 @@ impl TestCa {
             )
             .expect("server TLS config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind TLS proxy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind TLS proxy");
         let port = listener.local_addr().expect("TLS proxy address").port();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     // A client that does not trust the CA fails the handshake: nothing to proxy.
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
                 });
             }

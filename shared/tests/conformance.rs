@@ -3,7 +3,10 @@
 //! are asserted too, where an SDK could be lenient.
 
 use serde_json::json;
-use shared::cloudevent::{AttributesReader, Data, Event, EventBuilder, EventBuilderV10, Mode, CeOverrides, string_extension};
+use shared::cloudevent::{
+    AttributesReader, CeOverrides, Data, Event, EventBuilder, EventBuilderV10, Mode,
+    string_extension,
+};
 use shared::delivery::{DeliveryConfig, Sender};
 use shared::server::{ServerConfig, SinkServer};
 use shared::testkit::{PythonPeer, RecordingHandler, python, python_send};
@@ -14,7 +17,9 @@ const SUBJECT: &str = "web server \"blue\" 100% grüne Straße 東京";
 async fn python_sdk_sends_to_the_scaffold() {
     let Some(py) = python() else { return };
     let handler = RecordingHandler::new();
-    let server = SinkServer::from_arc(handler.clone(), ServerConfig::local()).start().unwrap();
+    let server = SinkServer::from_arc(handler.clone(), ServerConfig::local())
+        .start()
+        .unwrap();
     for (i, mode) in ["binary", "structured"].iter().enumerate() {
         let spec = json!({
             "attributes": {"id": format!("py-{i}"), "source": "urn:chaostoolkit:host", "type": "org.chaostoolkit.experiment.started",
@@ -35,9 +40,15 @@ async fn python_sdk_sends_to_the_scaffold() {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.id(), format!("py-{i}"));
         assert_eq!(e.subject(), Some(SUBJECT));
-        assert_eq!(e.time().map(|t| t.timestamp_millis()), Some(1_714_564_800_250));
+        assert_eq!(
+            e.time().map(|t| t.timestamp_millis()),
+            Some(1_714_564_800_250)
+        );
         assert_eq!(string_extension(e, "chaosrunid"), Some("run-1"));
-        assert_eq!(e.data(), Some(&Data::Json(json!({"title": SUBJECT, "n": i}))));
+        assert_eq!(
+            e.data(),
+            Some(&Data::Json(json!({"title": SUBJECT, "n": i})))
+        );
     }
     server.shutdown().await.unwrap();
 }
@@ -46,7 +57,9 @@ async fn python_sdk_sends_to_the_scaffold() {
 async fn python_sdk_rejection_matches_ours_for_a_missing_source() {
     let Some(py) = python() else { return };
     let handler = RecordingHandler::new();
-    let server = SinkServer::from_arc(handler.clone(), ServerConfig::local()).start().unwrap();
+    let server = SinkServer::from_arc(handler.clone(), ServerConfig::local())
+        .start()
+        .unwrap();
     // A raw binary request without ce-source: both implementations must refuse it.
     let r = reqwest::Client::new()
         .post(server.url())
@@ -80,7 +93,10 @@ fn event(id: &str) -> Event {
         .subject(SUBJECT)
         .time("2024-05-01T12:00:00.250Z")
         .extension("tenant", "0a1b")
-        .data("application/json", json!({"trace_id": id, "user": {"name": "Jürgen"}}))
+        .data(
+            "application/json",
+            json!({"trace_id": id, "user": {"name": "Jürgen"}}),
+        )
         .build()
         .unwrap()
 }
@@ -96,7 +112,11 @@ async fn the_encoder_is_understood_by_the_python_sdk() {
         cfg.oidc_token_path = "/nonexistent".into();
         cfg.retry.initial_backoff = std::time::Duration::from_millis(5);
         cfg.overrides = CeOverrides::parse(r#"{"extensions":{"Cluster":"prod01"}}"#).unwrap();
-        let delivered = Sender::new(cfg).unwrap().send(event(&format!("e-{i}"))).await.unwrap();
+        let delivered = Sender::new(cfg)
+            .unwrap()
+            .send(event(&format!("e-{i}")))
+            .await
+            .unwrap();
         assert_eq!(delivered.status, 202);
         let got = peer.next_json().await;
         let a = &got["attributes"];
@@ -105,14 +125,23 @@ async fn the_encoder_is_understood_by_the_python_sdk() {
         assert_eq!(a["type"], "ecs.apicall.server.deleteserver");
         assert_eq!(a["source"], "https://cts.eu-de.example/v3/0a1b/");
         assert_eq!(a["tenant"], "0a1b");
-        assert_eq!(a["cluster"], "prod01", "K_CE_OVERRIDES extension, lower-cased");
+        assert_eq!(
+            a["cluster"], "prod01",
+            "K_CE_OVERRIDES extension, lower-cased"
+        );
         assert_eq!(a["time"], "2024-05-01T12:00:00.250000+00:00");
-        assert_eq!(got["data"], json!({"trace_id": format!("e-{i}"), "user": {"name": "Jürgen"}}));
+        assert_eq!(
+            got["data"],
+            json!({"trace_id": format!("e-{i}"), "user": {"name": "Jürgen"}})
+        );
         let headers = &got["headers"];
         match mode {
             Mode::Binary => {
                 let raw = headers["ce-subject"].as_str().unwrap();
-                assert!(raw.is_ascii() && !raw.contains(' ') && !raw.contains('"'), "{raw}");
+                assert!(
+                    raw.is_ascii() && !raw.contains(' ') && !raw.contains('"'),
+                    "{raw}"
+                );
                 assert_eq!(headers["content-type"], "application/json");
             }
             Mode::Structured => assert_eq!(headers["content-type"], "application/cloudevents+json"),

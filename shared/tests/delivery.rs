@@ -1,6 +1,8 @@
 //! The delivery client against real local servers: retries, Retry-After, permanent errors, OIDC, overrides.
 
-use shared::cloudevent::{AttributesReader, Event, EventBuilder, EventBuilderV10, Mode, string_extension};
+use shared::cloudevent::{
+    AttributesReader, Event, EventBuilder, EventBuilderV10, Mode, string_extension,
+};
 use shared::delivery::{DeliveryConfig, DeliveryError, Sender};
 use shared::retry::RetryPolicy;
 use shared::server::{ServerConfig, SinkServer};
@@ -36,10 +38,15 @@ fn config(url: &str) -> DeliveryConfig {
 #[tokio::test]
 async fn delivers_to_the_sink_scaffold_after_an_outage() {
     let handler = RecordingHandler::new();
-    let server = SinkServer::from_arc(handler.clone(), ServerConfig::local()).start().unwrap();
+    let server = SinkServer::from_arc(handler.clone(), ServerConfig::local())
+        .start()
+        .unwrap();
     handler.fail_next(2);
     let mut cfg = config(&server.url());
-    cfg.overrides = shared::cloudevent::CeOverrides::parse(r#"{"extensions":{"Tenant":"override","cluster":"c1"}}"#).unwrap();
+    cfg.overrides = shared::cloudevent::CeOverrides::parse(
+        r#"{"extensions":{"Tenant":"override","cluster":"c1"}}"#,
+    )
+    .unwrap();
     // The scaffold says Retry-After: 1; cap it so the test stays quick but is still honoured.
     cfg.retry.max_retry_after = Duration::from_millis(100);
     let registry = prometheus::Registry::new();
@@ -47,14 +54,24 @@ async fn delivers_to_the_sink_scaffold_after_an_outage() {
     let started = Instant::now();
     let delivered = sender.send(event("a")).await.unwrap();
     assert_eq!((delivered.status, delivered.attempts), (202, 3));
-    assert!(started.elapsed() >= Duration::from_millis(200), "Retry-After (capped) honoured twice");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "Retry-After (capped) honoured twice"
+    );
     let got = handler.events();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].subject(), Some("server one"));
-    assert_eq!(string_extension(&got[0], "tenant"), Some("override"), "overrides win");
+    assert_eq!(
+        string_extension(&got[0], "tenant"),
+        Some("override"),
+        "overrides win"
+    );
     assert_eq!(string_extension(&got[0], "cluster"), Some("c1"));
     let metrics = shared::metrics::render(&registry);
-    assert!(metrics.contains("delivery_events_total{outcome=\"delivered\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("delivery_events_total{outcome=\"delivered\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("delivery_retries_total 2"), "{metrics}");
     server.shutdown().await.unwrap();
 }
@@ -94,7 +111,10 @@ async fn honours_retry_after_and_gives_up_when_exhausted() {
     let sender = Sender::new(config(&sink.url)).unwrap();
     let started = Instant::now();
     sender.send(event("x")).await.unwrap();
-    assert!(started.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited for Retry-After"
+    );
 
     for _ in 0..5 {
         sink.push_reply(503, &[]);
@@ -137,12 +157,25 @@ async fn sends_the_oidc_token_re_reading_it_and_the_mode_headers() {
     Sender::new(cfg).unwrap().send(event("3")).await.unwrap();
 
     let reqs = sink.requests();
-    assert_eq!(reqs[0].headers.get("authorization").map(String::as_str), Some("Bearer first-token"));
-    assert_eq!(reqs[1].headers.get("authorization").map(String::as_str), Some("Bearer rotated-token"));
-    assert_eq!(reqs[2].headers.get("authorization"), None, "no token file, no header");
+    assert_eq!(
+        reqs[0].headers.get("authorization").map(String::as_str),
+        Some("Bearer first-token")
+    );
+    assert_eq!(
+        reqs[1].headers.get("authorization").map(String::as_str),
+        Some("Bearer rotated-token")
+    );
+    assert_eq!(
+        reqs[2].headers.get("authorization"),
+        None,
+        "no token file, no header"
+    );
     assert_eq!(reqs[0].headers["ce-subject"], "server%20one");
     assert_eq!(reqs[0].headers["content-type"], "application/json");
-    assert_eq!(reqs[2].headers["content-type"], "application/cloudevents+json");
+    assert_eq!(
+        reqs[2].headers["content-type"],
+        "application/cloudevents+json"
+    );
     let body: serde_json::Value = serde_json::from_slice(&reqs[2].body).unwrap();
     assert_eq!(body["id"], "3");
     assert_eq!(body["subject"], "server one");
@@ -160,11 +193,21 @@ async fn trusts_the_extra_ca_of_k_ca_certs_for_https_sinks() {
     let mut cfg = config(&https);
     cfg.retry.max_retries = 1;
     let untrusted = Sender::new(cfg.clone()).unwrap().send(event("no-ca")).await;
-    assert!(matches!(untrusted, Err(DeliveryError::Exhausted { .. })), "{untrusted:?}");
-    assert!(sink.requests().is_empty(), "nothing got through without the CA");
+    assert!(
+        matches!(untrusted, Err(DeliveryError::Exhausted { .. })),
+        "{untrusted:?}"
+    );
+    assert!(
+        sink.requests().is_empty(),
+        "nothing got through without the CA"
+    );
 
     cfg.ca_certs_pem = Some(ca.ca_pem.clone());
-    let d = Sender::new(cfg).unwrap().send(event("with-ca")).await.unwrap();
+    let d = Sender::new(cfg)
+        .unwrap()
+        .send(event("with-ca"))
+        .await
+        .unwrap();
     assert_eq!(d.status, 202);
     assert_eq!(sink.requests()[0].headers["ce-id"], "with-ca");
     sink.stop().await;

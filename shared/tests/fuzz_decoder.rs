@@ -71,8 +71,14 @@ fn scaffold_never_answers_5xx_to_bad_input() {
         (server, url)
     });
     let client = reqwest::Client::new();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 400, ..ProptestConfig::default() });
-    let strategy = (proptest::collection::vec((header_name(), header_value()), 0..10), body());
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 400,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        proptest::collection::vec((header_name(), header_value()), 0..10),
+        body(),
+    );
     runner
         .run(&strategy, |(headers, body)| {
             let status = rt.block_on(async {
@@ -82,7 +88,10 @@ fn scaffold_never_answers_5xx_to_bad_input() {
                         req = req.header(n.as_str(), v);
                     }
                 }
-                req.body(body.clone()).send().await.map(|r| r.status().as_u16())
+                req.body(body.clone())
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
             });
             let status = status.map_err(|e| TestCaseError::fail(format!("request failed: {e}")))?;
             prop_assert!([202, 400, 413, 415].contains(&status), "status {status}");

@@ -39,11 +39,16 @@ async fn trace_context_flows_through_and_spans_are_exported() {
     }
     let guard = shared::telemetry::init("telemetry-test").unwrap();
     assert!(guard.exporting());
-    assert!(shared::telemetry::init("again").is_err(), "a second init is refused");
+    assert!(
+        shared::telemetry::init("again").is_err(),
+        "a second init is refused"
+    );
 
     // Incoming: the scaffold continues the caller's trace.
     let handler = std::sync::Arc::new(TraceCapture::default());
-    let server = SinkServer::from_arc(handler.clone(), ServerConfig::local()).start().unwrap();
+    let server = SinkServer::from_arc(handler.clone(), ServerConfig::local())
+        .start()
+        .unwrap();
     let r = reqwest::Client::new()
         .post(server.url())
         .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
@@ -64,16 +69,37 @@ async fn trace_context_flows_through_and_spans_are_exported() {
     cfg.oidc_token_path = "/nonexistent".into();
     let sender = Sender::new(cfg).unwrap();
     let span = tracing::info_span!("export window");
-    shared::telemetry::continue_trace(&span, [("traceparent", format!("00-{TRACE_ID}-1111111111111111-01").as_bytes())]);
-    let event = EventBuilderV10::new().id("1").source("s").ty("t").build().unwrap();
+    shared::telemetry::continue_trace(
+        &span,
+        [(
+            "traceparent",
+            format!("00-{TRACE_ID}-1111111111111111-01").as_bytes(),
+        )],
+    );
+    let event = EventBuilderV10::new()
+        .id("1")
+        .source("s")
+        .ty("t")
+        .build()
+        .unwrap();
     {
         use tracing::Instrument;
         sender.send(event).instrument(span).await.unwrap();
     }
     let sent = sink.requests();
-    let traceparent = sent[0].headers.get("traceparent").cloned().unwrap_or_default();
-    assert!(traceparent.starts_with(&format!("00-{TRACE_ID}-")), "{traceparent}");
-    assert!(!traceparent.contains("1111111111111111"), "a child span id, not the parent's");
+    let traceparent = sent[0]
+        .headers
+        .get("traceparent")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+        "{traceparent}"
+    );
+    assert!(
+        !traceparent.contains("1111111111111111"),
+        "a child span id, not the parent's"
+    );
 
     // Export: flushing on drop sends the spans to the collector as OTLP protobuf.
     drop(guard);
@@ -98,17 +124,28 @@ async fn trace_context_flows_through_and_spans_are_exported() {
                 .and_then(|kv| kv.value.clone())
                 .map(|v| format!("{v:?}"))
                 .unwrap_or_default();
-            rs.scope_spans.iter().flat_map(move |ss| ss.spans.iter().map({
-                let service = service.clone();
-                move |s| (service.clone(), s.name.clone(), hex(&s.trace_id))
-            }))
+            rs.scope_spans.iter().flat_map(move |ss| {
+                ss.spans.iter().map({
+                    let service = service.clone();
+                    move |s| (service.clone(), s.name.clone(), hex(&s.trace_id))
+                })
+            })
         })
         .collect();
     assert!(
-        spans.iter().any(|(svc, name, tid)| svc.contains("telemetry-test") && name == "sink.request" && tid == TRACE_ID),
+        spans
+            .iter()
+            .any(|(svc, name, tid)| svc.contains("telemetry-test")
+                && name == "sink.request"
+                && tid == TRACE_ID),
         "{spans:?}"
     );
-    assert!(spans.iter().any(|(_, name, tid)| name == "export window" && tid == TRACE_ID), "{spans:?}");
+    assert!(
+        spans
+            .iter()
+            .any(|(_, name, tid)| name == "export window" && tid == TRACE_ID),
+        "{spans:?}"
+    );
     sink.stop().await;
     collector.stop().await;
 }

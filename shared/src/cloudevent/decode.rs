@@ -2,7 +2,9 @@
 
 use super::json::{event_from_json, is_json_media_type, parse_time};
 use super::names::{validate_extension_name, validate_name};
-use super::{BATCH_JSON, DecodeError, STRUCTURED_JSON, check_specversion, parse_dataschema, percent};
+use super::{
+    BATCH_JSON, DecodeError, STRUCTURED_JSON, check_specversion, parse_dataschema, percent,
+};
 use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesWriter, Data, Event};
 use serde_json::Value;
@@ -19,9 +21,18 @@ pub enum HttpMode {
 }
 
 /// Tells the mode from the `Content-Type` and whether a `ce-specversion` header is present.
-pub fn detect_mode(content_type: Option<&str>, has_ce_specversion: bool) -> Result<HttpMode, DecodeError> {
+pub fn detect_mode(
+    content_type: Option<&str>,
+    has_ce_specversion: bool,
+) -> Result<HttpMode, DecodeError> {
     let essence = content_type
-        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     if essence == BATCH_JSON {
         Ok(HttpMode::Batch)
@@ -29,7 +40,9 @@ pub fn detect_mode(content_type: Option<&str>, has_ce_specversion: bool) -> Resu
         Ok(HttpMode::Structured)
     } else if essence.starts_with("application/cloudevents") {
         // Another event format (avro, protobuf, ...) or batch format we do not read.
-        Err(DecodeError::UnsupportedMediaType(content_type.unwrap_or("").to_owned()))
+        Err(DecodeError::UnsupportedMediaType(
+            content_type.unwrap_or("").to_owned(),
+        ))
     } else if has_ce_specversion {
         Ok(HttpMode::Binary)
     } else {
@@ -70,7 +83,8 @@ where
 }
 
 fn parse_json_body(body: &[u8]) -> Result<Value, DecodeError> {
-    serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(format!("body is not valid JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| DecodeError::Malformed(format!("body is not valid JSON: {e}")))
 }
 
 fn decode_binary(
@@ -84,11 +98,15 @@ fn decode_binary(
     for (name, raw) in &ce_headers {
         validate_name(name)?;
         if seen.contains(&name.as_str()) {
-            return Err(DecodeError::invalid(name, "given more than once".to_owned()));
+            return Err(DecodeError::invalid(
+                name,
+                "given more than once".to_owned(),
+            ));
         }
         seen.push(name);
-        let value = percent::decode(raw)
-            .ok_or_else(|| DecodeError::invalid(name, "not valid UTF-8 after percent-decoding".to_owned()))?;
+        let value = percent::decode(raw).ok_or_else(|| {
+            DecodeError::invalid(name, "not valid UTF-8 after percent-decoding".to_owned())
+        })?;
         match name.as_str() {
             "specversion" => check_specversion(&value)?,
             "id" => id = Some(value),
@@ -119,7 +137,10 @@ fn decode_binary(
             let data = binary_data(ct.as_deref(), body)?;
             match ct {
                 Some(ct) => event.set_data(ct, data),
-                None => (event.set_datacontenttype(None::<String>), event.set_data_unchecked(data)),
+                None => (
+                    event.set_datacontenttype(None::<String>),
+                    event.set_data_unchecked(data),
+                ),
             };
         }
         (Some(ct), true) => {
@@ -141,10 +162,15 @@ fn non_empty(name: &'static str, value: Option<String>) -> Result<String, Decode
 fn binary_data(content_type: Option<&str>, body: &[u8]) -> Result<Data, DecodeError> {
     match content_type {
         // No Content-Type: SDKs (Python 2.x) send dict data that way. JSON when it parses, else bytes.
-        None => Ok(serde_json::from_slice(body).map_or_else(|_| Data::Binary(body.to_vec()), Data::Json)),
-        Some(ct) if is_json_media_type(ct) => serde_json::from_slice(body)
-            .map(Data::Json)
-            .map_err(|e| DecodeError::Malformed(format!("data is declared JSON but does not parse: {e}"))),
+        None => {
+            Ok(serde_json::from_slice(body)
+                .map_or_else(|_| Data::Binary(body.to_vec()), Data::Json))
+        }
+        Some(ct) if is_json_media_type(ct) => {
+            serde_json::from_slice(body).map(Data::Json).map_err(|e| {
+                DecodeError::Malformed(format!("data is declared JSON but does not parse: {e}"))
+            })
+        }
         Some(ct) if ct.trim_start().to_ascii_lowercase().starts_with("text/") => {
             Ok(match std::str::from_utf8(body) {
                 Ok(s) => Data::String(s.to_owned()),
@@ -162,7 +188,10 @@ mod tests {
     use serde_json::json;
 
     fn decode(headers: &[(&str, &str)], body: &str) -> Result<Vec<Event>, DecodeError> {
-        decode_request(headers.iter().map(|(n, v)| (*n, v.as_bytes())), body.as_bytes())
+        decode_request(
+            headers.iter().map(|(n, v)| (*n, v.as_bytes())),
+            body.as_bytes(),
+        )
     }
 
     const MIN: [(&str, &str); 4] = [
@@ -203,31 +232,64 @@ mod tests {
             let h: Vec<_> = MIN.iter().copied().filter(|(n, _)| *n != name).collect();
             decode(&h, "")
         };
-        assert_eq!(without("ce-id").unwrap_err(), DecodeError::MissingAttribute("id"));
-        assert_eq!(without("ce-type").unwrap_err(), DecodeError::MissingAttribute("type"));
-        assert!(without("ce-specversion").unwrap_err().is_unsupported_media_type());
+        assert_eq!(
+            without("ce-id").unwrap_err(),
+            DecodeError::MissingAttribute("id")
+        );
+        assert_eq!(
+            without("ce-type").unwrap_err(),
+            DecodeError::MissingAttribute("type")
+        );
+        assert!(
+            without("ce-specversion")
+                .unwrap_err()
+                .is_unsupported_media_type()
+        );
 
         let mut h = MIN.to_vec();
         h.push(("ce-bad_name", "x"));
-        assert!(matches!(decode(&h, "").unwrap_err(), DecodeError::InvalidName(_)));
+        assert!(matches!(
+            decode(&h, "").unwrap_err(),
+            DecodeError::InvalidName(_)
+        ));
 
         let mut h = MIN.to_vec();
         h.push(("content-type", "application/json"));
-        assert!(matches!(decode(&h, "{not json").unwrap_err(), DecodeError::Malformed(_)));
+        assert!(matches!(
+            decode(&h, "{not json").unwrap_err(),
+            DecodeError::Malformed(_)
+        ));
 
         let mut h = MIN.to_vec();
         h.push(("ce-id", "again"));
-        assert!(decode(&h, "").unwrap_err().to_string().contains("more than once"));
+        assert!(
+            decode(&h, "")
+                .unwrap_err()
+                .to_string()
+                .contains("more than once")
+        );
 
         let mut h = MIN.to_vec();
         h[0] = ("ce-specversion", "0.3");
-        assert!(decode(&h, "").unwrap_err().to_string().contains("specversion"));
+        assert!(
+            decode(&h, "")
+                .unwrap_err()
+                .to_string()
+                .contains("specversion")
+        );
     }
 
     #[test]
     fn structured_and_batch() {
         let body = r#"{"specversion":"1.0","id":"1","source":"s","type":"t","data":{"x":1}}"#;
-        let one = decode(&[("content-type", "application/cloudevents+json; charset=utf-8")], body).unwrap();
+        let one = decode(
+            &[(
+                "content-type",
+                "application/cloudevents+json; charset=utf-8",
+            )],
+            body,
+        )
+        .unwrap();
         assert_eq!(one.len(), 1);
         let batch = decode(&[("content-type", BATCH_JSON)], &format!("[{body},{body}]")).unwrap();
         assert_eq!(batch.len(), 2);
@@ -238,7 +300,11 @@ mod tests {
 
     #[test]
     fn unknown_formats_are_415() {
-        for ct in ["application/cloudevents+avro", "text/plain", "application/json"] {
+        for ct in [
+            "application/cloudevents+avro",
+            "text/plain",
+            "application/json",
+        ] {
             let err = decode(&[("content-type", ct)], "{}").unwrap_err();
             assert!(err.is_unsupported_media_type(), "{ct}: {err}");
         }
@@ -247,15 +313,24 @@ mod tests {
 
     #[test]
     fn missing_content_type_is_json_when_it_parses() {
-        assert_eq!(decode(&MIN, r#"{"a":1}"#).unwrap()[0].data(), Some(&Data::Json(json!({"a": 1}))));
-        assert_eq!(decode(&MIN, "{x").unwrap()[0].data(), Some(&Data::Binary(b"{x".to_vec())));
+        assert_eq!(
+            decode(&MIN, r#"{"a":1}"#).unwrap()[0].data(),
+            Some(&Data::Json(json!({"a": 1})))
+        );
+        assert_eq!(
+            decode(&MIN, "{x").unwrap()[0].data(),
+            Some(&Data::Binary(b"{x".to_vec()))
+        );
     }
 
     #[test]
     fn text_and_binary_payloads() {
         let mut h = MIN.to_vec();
         h.push(("content-type", "text/plain"));
-        assert_eq!(decode(&h, "hi").unwrap()[0].data(), Some(&Data::String("hi".into())));
+        assert_eq!(
+            decode(&h, "hi").unwrap()[0].data(),
+            Some(&Data::String("hi".into()))
+        );
         let mut h = MIN.to_vec();
         h.push(("content-type", "application/octet-stream"));
         let bytes = [0u8, 159, 146, 150];

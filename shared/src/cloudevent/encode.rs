@@ -40,7 +40,9 @@ impl EncodedRequest {
 
     /// Adds the headers and body to a reqwest request.
     pub fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request.headers(self.headers.clone()).body(self.body.clone())
+        request
+            .headers(self.headers.clone())
+            .body(self.body.clone())
     }
 }
 
@@ -103,7 +105,8 @@ pub fn encode_binary(event: &Event) -> Result<EncodedRequest, EncodeError> {
         }
     };
     if let Some(ct) = content_type {
-        let value = HeaderValue::from_str(&ct).map_err(|_| EncodeError::InvalidContentType(ct.clone()))?;
+        let value =
+            HeaderValue::from_str(&ct).map_err(|_| EncodeError::InvalidContentType(ct.clone()))?;
         headers.insert(CONTENT_TYPE, value);
     }
     Ok(EncodedRequest { headers, body })
@@ -182,7 +185,10 @@ mod tests {
     #[test]
     fn binary_headers_are_percent_encoded() {
         let enc = encode_binary(&sample()).unwrap();
-        assert_eq!(enc.headers["ce-subject"], "web%20server%20%22blue%22%20100%25%20gr%C3%BCn");
+        assert_eq!(
+            enc.headers["ce-subject"],
+            "web%20server%20%22blue%22%20100%25%20gr%C3%BCn"
+        );
         assert_eq!(enc.headers["ce-time"], "2024-05-01T12:00:00Z");
         assert_eq!(enc.headers["ce-attempt"], "3");
         assert_eq!(enc.headers["content-type"], "application/json");
@@ -198,7 +204,10 @@ mod tests {
         assert_eq!(binary[0].subject(), event.subject());
         assert_eq!(binary[0].data(), event.data());
         // Binary mode carries every extension as a string.
-        assert_eq!(binary[0].extension("attempt"), Some(&ExtensionValue::String("3".into())));
+        assert_eq!(
+            binary[0].extension("attempt"),
+            Some(&ExtensionValue::String("3".into()))
+        );
         let structured = round_trip(&encode_structured(&event).unwrap());
         assert_eq!(structured[0], event);
     }
@@ -215,7 +224,13 @@ mod tests {
     fn refuses_invalid_extension_names() {
         let mut event = sample();
         event.set_extension("Bad_Name", "x");
-        assert!(matches!(encode_binary(&event), Err(EncodeError::InvalidName(_))));
-        assert!(matches!(encode_structured(&event), Err(EncodeError::InvalidName(_))));
+        assert!(matches!(
+            encode_binary(&event),
+            Err(EncodeError::InvalidName(_))
+        ));
+        assert!(matches!(
+            encode_structured(&event),
+            Err(EncodeError::InvalidName(_))
+        ));
     }
 }

@@ -64,11 +64,13 @@ pub fn event_from_json(value: Value) -> Result<Event, DecodeError> {
                 "an event must not carry both data and data_base64".into(),
             ));
         }
-        (None, Some(b64)) => Some(Data::Binary(BASE64.decode(b64.as_bytes()).map_err(|e| {
-            DecodeError::invalid("data_base64", format!("not valid base64: {e}"))
-        })?)),
+        (None, Some(b64)) => Some(Data::Binary(BASE64.decode(b64.as_bytes()).map_err(
+            |e| DecodeError::invalid("data_base64", format!("not valid base64: {e}")),
+        )?)),
         (Some(Value::String(s)), None)
-            if content_type.as_deref().is_some_and(|ct| !is_json_media_type(ct)) =>
+            if content_type
+                .as_deref()
+                .is_some_and(|ct| !is_json_media_type(ct)) =>
         {
             Some(Data::String(s))
         }
@@ -156,7 +158,10 @@ pub fn event_to_json(event: &Event) -> Value {
     Value::Object(obj)
 }
 
-fn take_string(obj: &mut Map<String, Value>, name: &'static str) -> Result<Option<String>, DecodeError> {
+fn take_string(
+    obj: &mut Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<String>, DecodeError> {
     match obj.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -189,7 +194,10 @@ mod tests {
         let event = event_from_json(input).unwrap();
         assert_eq!(event.id(), "42");
         assert_eq!(event.subject(), Some("Grüße"));
-        assert_eq!(format_time(event.time().unwrap()), "2024-05-01T10:00:00.500Z");
+        assert_eq!(
+            format_time(event.time().unwrap()),
+            "2024-05-01T10:00:00.500Z"
+        );
         assert_eq!(event.extension("seq"), Some(&ExtensionValue::Integer(7)));
         assert_eq!(event.data(), Some(&Data::Json(json!({"a": [1, 2]}))));
         let back = event_to_json(&event);
@@ -230,7 +238,10 @@ mod tests {
             event_from_json(b).unwrap_err()
         };
         assert_eq!(without("id"), DecodeError::MissingAttribute("id"));
-        assert_eq!(without("specversion"), DecodeError::MissingAttribute("specversion"));
+        assert_eq!(
+            without("specversion"),
+            DecodeError::MissingAttribute("specversion")
+        );
         assert!(with("specversion", json!("0.3")).contains("specversion"));
         assert!(with("id", json!("")).contains("must not be empty"));
         assert!(with("id", json!(5)).contains("must be a string"));
@@ -254,10 +265,20 @@ mod tests {
 
     #[test]
     fn json_media_types() {
-        for ct in ["application/json", "application/json; charset=utf-8", "text/json", "application/cloudevents+json", "Application/JSON"] {
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/json",
+            "application/cloudevents+json",
+            "Application/JSON",
+        ] {
             assert!(is_json_media_type(ct), "{ct}");
         }
-        for ct in ["text/plain", "application/octet-stream", "application/jsonx"] {
+        for ct in [
+            "text/plain",
+            "application/octet-stream",
+            "application/jsonx",
+        ] {
             assert!(!is_json_media_type(ct), "{ct}");
         }
     }

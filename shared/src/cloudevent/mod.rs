@@ -9,7 +9,9 @@ mod overrides;
 pub mod percent;
 
 pub use cloudevents::event::ExtensionValue;
-pub use cloudevents::{AttributesReader, AttributesWriter, Data, Event, EventBuilder, EventBuilderV10};
+pub use cloudevents::{
+    AttributesReader, AttributesWriter, Data, Event, EventBuilder, EventBuilderV10,
+};
 pub use decode::{HttpMode, decode_request, detect_mode};
 pub use encode::{EncodeError, EncodedRequest, encode_batch, encode_binary, encode_structured};
 pub use overrides::{CeOverrides, OverridesError};

@@ -64,14 +64,28 @@ mod tests {
 
     #[test]
     fn accepts_lower_case_alphanumerics() {
-        for ok in ["a", "chaosrunid", "k8s", "x1y2", "averyveryverylongextensionname"] {
+        for ok in [
+            "a",
+            "chaosrunid",
+            "k8s",
+            "x1y2",
+            "averyveryverylongextensionname",
+        ] {
             assert_eq!(validate_name(ok), Ok(()), "{ok}");
         }
     }
 
     #[test]
     fn rejects_everything_else() {
-        for bad in ["", "Upper", "with-dash", "with_underscore", "dot.ted", "spa ce", "é"] {
+        for bad in [
+            "",
+            "Upper",
+            "with-dash",
+            "with_underscore",
+            "dot.ted",
+            "spa ce",
+            "é",
+        ] {
             let err = validate_name(bad).unwrap_err();
             assert_eq!(err.name, bad);
         }

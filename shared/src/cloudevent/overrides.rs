@@ -30,8 +30,8 @@ impl CeOverrides {
         if raw.is_empty() {
             return Ok(Self::default());
         }
-        let value: Value =
-            serde_json::from_str(raw).map_err(|e| OverridesError::Shape(format!("not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(raw)
+            .map_err(|e| OverridesError::Shape(format!("not valid JSON: {e}")))?;
         let Value::Object(mut top) = value else {
             return Err(OverridesError::Shape("expected a JSON object".into()));
         };
@@ -56,7 +56,11 @@ impl CeOverrides {
                     out.insert(name, value);
                 }
             }
-            Some(_) => return Err(OverridesError::Shape("\"extensions\" must be an object".into())),
+            Some(_) => {
+                return Err(OverridesError::Shape(
+                    "\"extensions\" must be an object".into(),
+                ));
+            }
         }
         Ok(Self { extensions: out })
     }
@@ -73,7 +77,9 @@ impl CeOverrides {
 
     /// The extensions, lower-cased names in order.
     pub fn extensions(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.extensions.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.extensions
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Sets every override on the event, replacing extensions of the same name.
@@ -99,8 +105,12 @@ mod tests {
 
     #[test]
     fn keys_are_lower_cased_and_win() {
-        let o = CeOverrides::parse(r#"{"extensions":{"Cluster":"prod01","tenant":"override"}}"#).unwrap();
-        assert_eq!(o.extensions().collect::<Vec<_>>(), vec![("cluster", "prod01"), ("tenant", "override")]);
+        let o = CeOverrides::parse(r#"{"extensions":{"Cluster":"prod01","tenant":"override"}}"#)
+            .unwrap();
+        assert_eq!(
+            o.extensions().collect::<Vec<_>>(),
+            vec![("cluster", "prod01"), ("tenant", "override")]
+        );
         let mut e = EventBuilderV10::new()
             .id("1")
             .source("s")

@@ -40,7 +40,10 @@ mod tests {
 
     #[test]
     fn decodes_escapes_and_rejects_invalid_utf8() {
-        assert_eq!(decode(b"Gr%C3%BC%C3%9Fe%20%E2%82%AC").as_deref(), Some("Grüße €"));
+        assert_eq!(
+            decode(b"Gr%C3%BC%C3%9Fe%20%E2%82%AC").as_deref(),
+            Some("Grüße €")
+        );
         assert_eq!(decode(b"100%25").as_deref(), Some("100%"));
         assert_eq!(decode(b"50%zz").as_deref(), Some("50%zz"));
         assert_eq!(decode(b"%FF%FE"), None);
@@ -48,7 +51,15 @@ mod tests {
 
     #[test]
     fn round_trips_any_string() {
-        for s in ["", " ", "%%", "\"quoted\"", "日本語 テキスト", "a\u{7f}b", "mixed %20 literal"] {
+        for s in [
+            "",
+            " ",
+            "%%",
+            "\"quoted\"",
+            "日本語 テキスト",
+            "a\u{7f}b",
+            "mixed %20 literal",
+        ] {
             assert_eq!(decode(encode(s).as_bytes()).as_deref(), Some(s));
         }
     }

@@ -60,7 +60,9 @@ impl ServerConfig {
     }
 
     /// Like [`ServerConfig::from_env`], from given variables.
-    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, ConfigError> {
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+    ) -> Result<Self, ConfigError> {
         let env: ServerEnv = config::from_vars(vars)?;
         let mut cfg = Self::default();
         if let Some(host) = env.host {
@@ -71,7 +73,10 @@ impl ServerConfig {
         }
         if let Some(max) = env.max_body_bytes {
             if max < 1024 {
-                return Err(ConfigError::invalid("MAX_BODY_BYTES", "must be at least 1024"));
+                return Err(ConfigError::invalid(
+                    "MAX_BODY_BYTES",
+                    "must be at least 1024",
+                ));
             }
             cfg.max_body_bytes = max;
         }
@@ -96,23 +101,35 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_and_overrides() {
         let d = ServerConfig::from_vars(vars(&[])).unwrap();
         assert_eq!(d.addr.to_string(), "0.0.0.0:8080");
-        let c = ServerConfig::from_vars(vars(&[("PORT", "9000"), ("HOST", "127.0.0.1"), ("MAX_BODY_BYTES", "65536")])).unwrap();
+        let c = ServerConfig::from_vars(vars(&[
+            ("PORT", "9000"),
+            ("HOST", "127.0.0.1"),
+            ("MAX_BODY_BYTES", "65536"),
+        ]))
+        .unwrap();
         assert_eq!(c.addr.to_string(), "127.0.0.1:9000");
         assert_eq!(c.max_body_bytes, 65536);
     }
 
     #[test]
     fn errors_name_the_variable() {
-        let e = ServerConfig::from_vars(vars(&[("PORT", "99999")])).unwrap_err().to_string();
+        let e = ServerConfig::from_vars(vars(&[("PORT", "99999")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("environment variable PORT"), "{e}");
-        let e = ServerConfig::from_vars(vars(&[("HTTP_WORKERS", "0")])).unwrap_err().to_string();
+        let e = ServerConfig::from_vars(vars(&[("HTTP_WORKERS", "0")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("HTTP_WORKERS"), "{e}");
     }
 }

@@ -21,7 +21,10 @@ impl ServerMetrics {
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = Self {
             requests: IntCounterVec::new(
-                Opts::new("sink_requests_total", "Event requests received, by HTTP status answered."),
+                Opts::new(
+                    "sink_requests_total",
+                    "Event requests received, by HTTP status answered.",
+                ),
                 &["code"],
             )?,
             events: IntCounterVec::new(
@@ -29,8 +32,11 @@ impl ServerMetrics {
                 &["outcome"],
             )?,
             duration: Histogram::with_opts(
-                HistogramOpts::new("sink_request_duration_seconds", "Time from request to response.")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "sink_request_duration_seconds",
+                    "Time from request to response.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
             in_flight: IntGauge::new("sink_requests_in_flight", "Event requests being handled.")?,
         };

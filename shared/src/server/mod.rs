@@ -69,7 +69,10 @@ impl<H: EventHandler> SinkServer<H> {
     }
 
     /// Adds routes of the service's own (for example chaos-sink's `/notifications`).
-    pub fn with_routes(mut self, routes: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static) -> Self {
+    pub fn with_routes(
+        mut self,
+        routes: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static,
+    ) -> Self {
         self.extra = Some(Arc::new(routes));
         self
     }

@@ -28,7 +28,10 @@ pub fn respond(result: &Result<(), HandleError>) -> HttpResponse {
     match result {
         Ok(()) => HttpResponse::Accepted().finish(),
         Err(HandleError::Invalid(msg)) => error_response(StatusCode::BAD_REQUEST, msg),
-        Err(HandleError::Unavailable { reason, retry_after }) => {
+        Err(HandleError::Unavailable {
+            reason,
+            retry_after,
+        }) => {
             let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, reason);
             insert_retry_after(&mut r, *retry_after);
             r
@@ -70,7 +73,11 @@ impl BodyError {
 }
 
 /// Reads a request body, refusing more than `limit` bytes (by `Content-Length` up front, and while reading).
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, BodyError> {
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -92,7 +99,9 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usiz
 
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ok"}"#)
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"status":"ok"}"#)
 }
 
 /// `GET /readyz`: ready only when the backend is reachable and the server is not shutting down.
@@ -104,7 +113,9 @@ pub async fn readyz<H: EventHandler>(state: web::Data<AppState<H>>) -> HttpRespo
     }
     let check = tokio::time::timeout(Duration::from_secs(5), state.handler.readiness()).await;
     match check {
-        Ok(Ok(())) => HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ready"}"#),
+        Ok(Ok(())) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(r#"{"status":"ready"}"#),
         Ok(Err(reason)) => HttpResponse::ServiceUnavailable()
             .content_type("application/json")
             .body(json!({"status": "not ready", "reason": reason}).to_string()),
@@ -130,7 +141,11 @@ fn decode_error_response(e: &DecodeError) -> HttpResponse {
 }
 
 /// Any other path: POST delivers CloudEvents.
-pub async fn ingest<H: EventHandler>(req: HttpRequest, payload: web::Payload, state: web::Data<AppState<H>>) -> HttpResponse {
+pub async fn ingest<H: EventHandler>(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState<H>>,
+) -> HttpResponse {
     if req.method() != Method::POST {
         return HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, "POST"))
@@ -139,8 +154,14 @@ pub async fn ingest<H: EventHandler>(req: HttpRequest, payload: web::Payload, st
     }
     let started = Instant::now();
     state.metrics.in_flight.inc();
-    let span = tracing::info_span!("sink.request", path = %req.path(), events = tracing::field::Empty);
-    crate::telemetry::continue_trace(&span, req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    let span =
+        tracing::info_span!("sink.request", path = %req.path(), events = tracing::field::Empty);
+    crate::telemetry::continue_trace(
+        &span,
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
     let response = handle_events(&req, payload, &state).instrument(span).await;
     state.metrics.in_flight.dec();
     state
@@ -148,16 +169,28 @@ pub async fn ingest<H: EventHandler>(req: HttpRequest, payload: web::Payload, st
         .requests
         .with_label_values(&[response.status().as_str()])
         .inc();
-    state.metrics.duration.observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 
-async fn handle_events<H: EventHandler>(req: &HttpRequest, payload: web::Payload, state: &AppState<H>) -> HttpResponse {
+async fn handle_events<H: EventHandler>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState<H>,
+) -> HttpResponse {
     let body = match read_body(req, payload, state.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.response(state.max_body_bytes),
     };
-    let events = match decode_request(req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())), &body) {
+    let events = match decode_request(
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        &body,
+    ) {
         Ok(events) => events,
         Err(e) => {
             tracing::debug!(error = %e, "undecodable request");
@@ -177,7 +210,11 @@ async fn handle_events<H: EventHandler>(req: &HttpRequest, payload: web::Payload
         Err(HandleError::Overloaded { .. }) => "overloaded",
         Err(HandleError::Internal(_)) => "error",
     };
-    state.metrics.events.with_label_values(&[outcome]).inc_by(count);
+    state
+        .metrics
+        .events
+        .with_label_values(&[outcome])
+        .inc_by(count);
     if let Err(e) = &result {
         tracing::warn!(error = %e, outcome, events = count, "events not accepted");
     }
