@@ -38,33 +38,40 @@ fn range(rng: &mut Rng, (lo, hi): (i64, i64)) -> i64 {
     if hi <= lo { lo } else { rng.i64(lo..=hi) }
 }
 
-fn pick_weighted<T>(rng: &mut Rng, items: &[(usize, T)], weight: impl Fn(&T) -> u32) -> usize {
-    let total: u32 = items.iter().map(|(_, t)| weight(t)).sum();
+/// Index of a weighted pick among the items of `items` that pass `keep`.
+fn pick_weighted<T>(
+    rng: &mut Rng,
+    items: &[T],
+    keep: impl Fn(&T) -> bool,
+    weight: impl Fn(&T) -> u32,
+) -> usize {
+    let total: u32 = items.iter().filter(|t| keep(t)).map(&weight).sum();
     if total == 0 {
-        return items.first().map(|(i, _)| *i).unwrap_or(0);
+        return 0;
     }
     let mut x = rng.u32(0..total);
-    for (i, t) in items {
+    let mut last = 0;
+    for (i, t) in items.iter().enumerate().filter(|(_, t)| keep(t)) {
         let w = weight(t);
         if x < w {
-            return *i;
+            return i;
         }
         x -= w;
+        last = i;
     }
-    items.last().map(|(i, _)| *i).unwrap_or(0)
+    last
 }
 
 /// Draws one trace at `time` from `rng`.
 pub(crate) fn gen_trace(rng: &mut Rng, lag: &LagSettings, time: i64) -> StoredTrace {
-    let ops: Vec<(usize, &crate::traces::Op)> = OPS.iter().enumerate().collect();
-    let op_idx = pick_weighted(rng, &ops, |o| o.weight);
+    let op_idx = pick_weighted(rng, OPS, |_| true, |o| o.weight);
     let op = &OPS[op_idx];
-    let users: Vec<(usize, &crate::traces::UserDef)> = USERS
-        .iter()
-        .enumerate()
-        .filter(|(_, u)| (u.kind == UserKind::Service) == op.system)
-        .collect();
-    let user_idx = pick_weighted(rng, &users, |u| u.weight);
+    let user_idx = pick_weighted(
+        rng,
+        USERS,
+        |u| (u.kind == UserKind::Service) == op.system,
+        |u| u.weight,
+    );
     let user = &USERS[user_idx];
     let resource = rng.u8(0..24);
 

@@ -488,3 +488,38 @@ async fn unknown_paths_are_gateway_404s() {
     assert_eq!(v["error_code"], "APIG.0101");
     assert_eq!(sim.stats().count(Endpoint::Other), 1);
 }
+
+#[tokio::test]
+async fn fifty_thousand_trace_window_pages_exactly_once() {
+    let started = std::time::Instant::now();
+    let anchor = otc_sim::now_ms() - 10 * MIN;
+    let sim = OtcSim::builder()
+        .seed(50)
+        .anchor_ms(anchor)
+        .backfill(50_000, Duration::from_secs(3600))
+        .start()
+        .await
+        .expect("start");
+    let generated = started.elapsed();
+    let token = sim.issue_token();
+    let url = format!(
+        "{}?from={}&to={anchor}&limit=200",
+        sim.cts_v3_url(),
+        anchor - 61 * MIN
+    );
+    let (traces, pages) = page_all(&url, &token).await;
+    assert_eq!(pages, 250);
+    let got: HashSet<String> = ids(&traces).into_iter().collect();
+    assert_eq!(got.len(), 50_000);
+    assert_eq!(
+        got,
+        sim.traces()
+            .into_iter()
+            .map(|t| t.trace_id)
+            .collect::<HashSet<_>>()
+    );
+    eprintln!(
+        "50k traces: generated in {generated:?}, paged in {:?}",
+        started.elapsed() - generated
+    );
+}
