@@ -33,8 +33,7 @@ def per_type_schemas() -> Dict[Path, str]:
             "$id": f"urn:chaostoolkit-cloudevents:schema:v1:{event_type}",
             "title": f"{event_type} (CloudEvents 1.0, JSON event format)",
             "description": (
-                f"Generated from {MAIN.name} by generate.py; do not edit. "
-                "See docs/chaos-events.md."
+                f"Generated from {MAIN.name} by generate.py; do not edit. See docs/chaos-events.md."
             ),
             "allOf": [{"$ref": "#/$defs/envelope"}],
             "properties": {"type": {"const": event_type}, "data": {"$ref": data_ref}},
@@ -47,10 +46,16 @@ def per_type_schemas() -> Dict[Path, str]:
 def main(argv: list) -> int:
     files = per_type_schemas()
     if "--check" in argv:
-        stale = [p for p, text in files.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
+        stale = [
+            p
+            for p, text in files.items()
+            if not p.exists() or p.read_text(encoding="utf-8") != text
+        ]
         extra = [p for p in OUT.glob("*.schema.json") if p not in files]
         for p in stale + extra:
-            print(f"out of date: {p.relative_to(HERE)} (run {Path(__file__).name})", file=sys.stderr)
+            print(
+                f"out of date: {p.relative_to(HERE)} (run {Path(__file__).name})", file=sys.stderr
+            )
         return 1 if stale or extra else 0
     OUT.mkdir(exist_ok=True)
     for path, text in files.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
 
@@ -79,9 +79,7 @@ class FakeCloudEventsSink:
                 status, delay, retry_after, drop = sink._decide()
                 if delay:
                     time.sleep(delay)
-                raw = b"".join(
-                    f"{k}: {v}\r\n".encode("latin-1") for k, v in self.headers.items()
-                )
+                raw = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in self.headers.items())
                 with sink._lock:
                     sink.requests.append(
                         RecordedRequest(
@@ -128,8 +126,14 @@ class FakeCloudEventsSink:
         return f"http://127.0.0.1:{self.port}/"
 
     # ---- behaviour -----------------------------------------------------------------------
-    def answer(self, status: int = 202, delay: float = 0.0, retry_after: Optional[str] = None,
-               fail_first: int = 0, drop_keepalive: bool = False) -> None:
+    def answer(
+        self,
+        status: int = 202,
+        delay: float = 0.0,
+        retry_after: Optional[str] = None,
+        fail_first: int = 0,
+        drop_keepalive: bool = False,
+    ) -> None:
         with self._lock:
             self._behaviour = _Behaviour(status, delay, retry_after, fail_first, drop_keepalive)
             self._seen = 0

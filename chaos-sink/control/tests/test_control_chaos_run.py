@@ -37,7 +37,9 @@ EXPECTED_EXIT = {
     "secrets.json": 0,
     "continuous.json": 0,
 }
-EXTRA_ARGS = {"continuous.json": ["--hypothesis-strategy", "continuously", "--hypothesis-frequency", "0.1"]}
+EXTRA_ARGS = {
+    "continuous.json": ["--hypothesis-strategy", "continuously", "--hypothesis-frequency", "0.1"]
+}
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +108,9 @@ def test_run_identity_attributes(runs: Dict[str, ChaosRun], name: str) -> None:
     assert str(uuid.UUID(run_id)) == run_id
     assert all(e["partitionkey"] == run_id for e in run.events)
     # the experiment reference is chaoslib's experiment_hash of the experiment that ran
-    assert {e["chaosexperiment"] for e in run.events} == {experiment_hash(run.journal["experiment"])}
+    assert {e["chaosexperiment"] for e in run.events} == {
+        experiment_hash(run.journal["experiment"])
+    }
     assert {e["source"] for e in run.events} == {f"urn:chaostoolkit:{run.journal['node']}"}
     ids = [e["id"] for e in run.events]
     assert len(ids) == len(set(ids))
@@ -161,7 +165,7 @@ def test_starts_and_ends_pair_up_in_order(runs: Dict[str, ChaosRun], name: str) 
     run = runs[name]
     open_: Dict[Tuple[str, ...], List[Dict[str, Any]]] = {}
     for event in run.events:
-        kind, _, edge = event["type"][len("org.chaostoolkit."):].rpartition(".")
+        kind, _, edge = event["type"][len("org.chaostoolkit.") :].rpartition(".")
         d = event["data"]
         ident = (kind, d.get("phase", ""), d.get("name", ""))
         if edge == "started":
@@ -183,31 +187,51 @@ def test_passing_run_sequence(runs: Dict[str, ChaosRun]) -> None:
     assert run.types() == [
         "experiment.started",
         "hypothesis.started",
-        "activity.started", "activity.started", "activity.finished", "activity.finished",
+        "activity.started",
+        "activity.started",
+        "activity.finished",
+        "activity.finished",
         "hypothesis.finished",
         "method.started",
-        "activity.started", "activity.finished", "activity.started", "activity.finished",
+        "activity.started",
+        "activity.finished",
+        "activity.started",
+        "activity.finished",
         "method.finished",
         "hypothesis.started",
-        "activity.started", "activity.started", "activity.finished", "activity.finished",
+        "activity.started",
+        "activity.started",
+        "activity.finished",
+        "activity.finished",
         "hypothesis.finished",
         "rollbacks.started",
-        "activity.started", "activity.finished",
+        "activity.started",
+        "activity.finished",
         "rollbacks.finished",
         "experiment.finished",
     ]
     phases = [(e["data"]["phase"], e["data"]["name"]) for e in run.of("activity.finished")]
     assert phases == [
-        ("before", "process-true"), ("before", "python-42"),
-        ("method", "short-pause"), ("method", "method-probe"),
-        ("after", "process-true"), ("after", "python-42"),
+        ("before", "process-true"),
+        ("before", "python-42"),
+        ("method", "short-pause"),
+        ("method", "method-probe"),
+        ("after", "process-true"),
+        ("after", "python-42"),
         ("rollbacks", "undo"),
     ]
     hyp = run.of("hypothesis.finished")
-    assert [(h["data"]["phase"], h["data"]["met"]) for h in hyp] == [("before", True), ("after", True)]
+    assert [(h["data"]["phase"], h["data"]["met"]) for h in hyp] == [
+        ("before", True),
+        ("after", True),
+    ]
     assert all(h["data"]["title"] == "the service answers" for h in hyp)
     python_probe = run.of("activity.finished")[1]["data"]
-    assert python_probe["provider"] == {"type": "python", "module": "cefixture_activities", "func": "return_value"}
+    assert python_probe["provider"] == {
+        "type": "python",
+        "module": "cefixture_activities",
+        "func": "return_value",
+    }
     assert python_probe["output"] == 42 and python_probe["tolerance_met"] is True
     assert run.of("activity.finished")[0]["data"]["provider"] == {"type": "process", "path": "true"}
     final = run.of("experiment.finished")[0]["data"]
@@ -231,7 +255,10 @@ def test_deviated_run_is_completed_and_deviated(runs: Dict[str, ChaosRun]) -> No
     assert (final["status"], final["deviated"]) == ("completed", True)
     assert (final["before_hypothesis_met"], final["after_hypothesis_met"]) == (True, False)
     hyp = run.of("hypothesis.finished")
-    assert [(h["data"]["phase"], h["data"]["met"]) for h in hyp] == [("before", True), ("after", False)]
+    assert [(h["data"]["phase"], h["data"]["met"]) for h in hyp] == [
+        ("before", True),
+        ("after", False),
+    ]
     probe_after = [e["data"] for e in run.of("activity.finished") if e["data"]["phase"] == "after"]
     assert probe_after[0]["status"] == "succeeded" and probe_after[0]["tolerance_met"] is False
     assert probe_after[0]["output"] == 2
@@ -241,7 +268,10 @@ def test_deviated_run_is_completed_and_deviated(runs: Dict[str, ChaosRun]) -> No
 def test_failing_action_in_method(runs: Dict[str, ChaosRun]) -> None:
     run = runs["failing-action.json"]
     method = [e["data"] for e in run.of("activity.finished") if e["data"]["phase"] == "method"]
-    assert [(d["name"], d["status"]) for d in method] == [("explode", "failed"), ("after-explode", "succeeded")]
+    assert [(d["name"], d["status"]) for d in method] == [
+        ("explode", "failed"),
+        ("after-explode", "succeeded"),
+    ]
     assert method[0]["exception"].rstrip().endswith("kaboom-in-method")
     assert "Traceback" in method[0]["exception"]
     final = run.of("experiment.finished")[0]["data"]
@@ -256,8 +286,14 @@ def test_before_hypothesis_not_met(runs: Dict[str, ChaosRun]) -> None:
     run = runs["gate-not-met.json"]
     assert run.types() == [
         "experiment.started",
-        "hypothesis.started", "activity.started", "activity.finished", "hypothesis.finished",
-        "rollbacks.started", "activity.started", "activity.finished", "rollbacks.finished",
+        "hypothesis.started",
+        "activity.started",
+        "activity.finished",
+        "hypothesis.finished",
+        "rollbacks.started",
+        "activity.started",
+        "activity.finished",
+        "rollbacks.finished",
         "experiment.finished",
     ]
     assert run.of("hypothesis.finished")[0]["data"]["met"] is False
@@ -266,7 +302,11 @@ def test_before_hypothesis_not_met(runs: Dict[str, ChaosRun]) -> None:
     assert probe["output"]["status"] == 1
     final = run.of("experiment.finished")[0]["data"]
     # the confusing case: completed, not deviated, the gate is the only sign
-    assert (final["status"], final["deviated"], final["before_hypothesis_met"]) == ("completed", False, False)
+    assert (final["status"], final["deviated"], final["before_hypothesis_met"]) == (
+        "completed",
+        False,
+        False,
+    )
     assert final["after_hypothesis_met"] is None
 
 
@@ -285,8 +325,14 @@ def test_interrupted_run(runs: Dict[str, ChaosRun]) -> None:
     run = runs["interrupted.json"]
     assert run.types() == [
         "experiment.started",
-        "hypothesis.started", "activity.started", "activity.finished", "hypothesis.finished",
-        "method.started", "activity.started", "activity.finished", "method.finished",
+        "hypothesis.started",
+        "activity.started",
+        "activity.finished",
+        "hypothesis.finished",
+        "method.started",
+        "activity.started",
+        "activity.finished",
+        "method.finished",
         "experiment.finished",
     ]
     final = run.of("experiment.finished")[0]["data"]
@@ -297,11 +343,19 @@ def test_interrupted_run(runs: Dict[str, ChaosRun]) -> None:
 
 def test_continuous_hypothesis_phase_during(runs: Dict[str, ChaosRun]) -> None:
     run = runs["continuous.json"]
-    hyp = [(e["type"].rsplit(".", 1)[1], e["data"]["phase"]) for e in run.events if ".hypothesis." in e["type"]]
+    hyp = [
+        (e["type"].rsplit(".", 1)[1], e["data"]["phase"])
+        for e in run.events
+        if ".hypothesis." in e["type"]
+    ]
     # the continuous hypothesis runs in its own thread: its end may come after the after-hypothesis
     # started (Chaos Toolkit does not wait for it), so only the order within each phase is fixed
     assert sorted(hyp) == sorted(
-        [(edge, phase) for phase in ("before", "during", "after") for edge in ("started", "finished")]
+        [
+            (edge, phase)
+            for phase in ("before", "during", "after")
+            for edge in ("started", "finished")
+        ]
     )
     assert hyp[:3] == [("started", "before"), ("finished", "before"), ("started", "during")]
     during = [e["data"] for e in run.of("activity.finished") if e["data"]["phase"] == "during"]
@@ -310,12 +364,19 @@ def test_continuous_hypothesis_phase_during(runs: Dict[str, ChaosRun]) -> None:
     assert run.of("hypothesis.finished")[1]["data"]["met"] is True
 
 
-def test_secrets_and_configuration_values_never_leave_the_machine(runs: Dict[str, ChaosRun]) -> None:
+def test_secrets_and_configuration_values_never_leave_the_machine(
+    runs: Dict[str, ChaosRun],
+) -> None:
     run = runs["secrets.json"]
     assert run.returncode == 0
     # the run really used the values (they are in Chaos Toolkit's own journal)...
     stdout = run.journal["steady_states"]["before"]["probes"][0]["output"]["stdout"]
-    sensitive = ["cfg-value-7f3a9c.internal", "s3cr3t-XYZ-42-token", ENV_CONFIG_VALUE, ENV_SECRET_VALUE]
+    sensitive = [
+        "cfg-value-7f3a9c.internal",
+        "s3cr3t-XYZ-42-token",
+        ENV_CONFIG_VALUE,
+        ENV_SECRET_VALUE,
+    ]
     for value in sensitive:
         assert value in stdout
     # ...but no emitted byte carries them, in any encoding
@@ -327,22 +388,32 @@ def test_secrets_and_configuration_values_never_leave_the_machine(runs: Dict[str
     # and the places where they would have been are masked
     echo = run.of("activity.finished")[0]["data"]
     assert echo["output"]["stdout"] == "*** *** *** ***\n"
-    returned = [e["data"] for e in run.of("activity.finished") if e["data"]["name"] == "return-secret"][0]
+    returned = [
+        e["data"] for e in run.of("activity.finished") if e["data"]["name"] == "return-secret"
+    ][0]
     assert returned["output"] == {"token": "***", "host": "***", "nested": ["***"]}
-    failed = [e["data"] for e in run.of("activity.finished") if e["data"]["name"] == "leak-in-exception"][0]
+    failed = [
+        e["data"] for e in run.of("activity.finished") if e["data"]["name"] == "leak-in-exception"
+    ][0]
     assert failed["exception"].rstrip().endswith("RuntimeError: login with *** on *** failed")
     assert run.events[0]["subject"] == "Redaction of ***"
 
 
 # ---- other ways of enabling it, and a sink that misbehaves ----------------------------------
-def _experiment_without_controls(tmp_path: Path, name: str = "passing.json", **arguments: Any) -> Path:
+def _experiment_without_controls(
+    tmp_path: Path, name: str = "passing.json", **arguments: Any
+) -> Path:
     experiment = json.loads((EXPERIMENTS / name).read_text(encoding="utf-8"))
     experiment.pop("controls")
     if arguments:
         experiment["controls"] = [
             {
                 "name": "cloudevents",
-                "provider": {"type": "python", "module": "chaoscloudevents.control", "arguments": arguments},
+                "provider": {
+                    "type": "python",
+                    "module": "chaoscloudevents.control",
+                    "arguments": arguments,
+                },
             }
         ]
     path = tmp_path / f"custom-{name}"
@@ -354,7 +425,11 @@ def _global_control(**arguments: Any) -> Dict[str, Any]:
     return {
         "controls": {
             "cloudevents": {
-                "provider": {"type": "python", "module": "chaoscloudevents.control", "arguments": arguments}
+                "provider": {
+                    "type": "python",
+                    "module": "chaoscloudevents.control",
+                    "arguments": arguments,
+                }
             }
         }
     }
@@ -364,9 +439,16 @@ def test_global_control_from_settings_in_structured_mode(
     tmp_path: Path, fake_sink: FakeCloudEventsSink, chaos_run: Any, validator: Draft202012Validator
 ) -> None:
     path = _experiment_without_controls(tmp_path)
-    settings = _global_control(sink_url=fake_sink.url, mode="structured", extensions={"team": "chaos", "tier": 1})
-    run = chaos_run("passing.json", sink=fake_sink, settings=settings, experiment_path=path,
-                    env={"K_SINK": "http://127.0.0.1:9/not-used"})
+    settings = _global_control(
+        sink_url=fake_sink.url, mode="structured", extensions={"team": "chaos", "tier": 1}
+    )
+    run = chaos_run(
+        "passing.json",
+        sink=fake_sink,
+        settings=settings,
+        experiment_path=path,
+        env={"K_SINK": "http://127.0.0.1:9/not-used"},
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(run.events) == 24
     assert all(
@@ -383,8 +465,12 @@ def test_control_declared_twice_emits_once(
     tmp_path: Path, fake_sink: FakeCloudEventsSink, chaos_run: Any
 ) -> None:
     path = _experiment_without_controls(tmp_path, sink_url=fake_sink.url)
-    run = chaos_run("passing.json", sink=fake_sink, settings=_global_control(sink_url=fake_sink.url),
-                    experiment_path=path)
+    run = chaos_run(
+        "passing.json",
+        sink=fake_sink,
+        settings=_global_control(sink_url=fake_sink.url),
+        experiment_path=path,
+    )
     assert run.returncode == 0
     assert len(run.events) == 24
     assert len({e["chaosrunid"] for e in run.events}) == 1
@@ -433,7 +519,9 @@ def test_slow_sink_does_not_slow_the_experiment(
     run = chaos_run(
         "passing.json",
         sink=fake_sink,
-        experiment_path=_experiment_without_controls(tmp_path, "passing.json", flush_timeout=1.0, timeout=5),
+        experiment_path=_experiment_without_controls(
+            tmp_path, "passing.json", flush_timeout=1.0, timeout=5
+        ),
     )
     assert run.returncode == 0
     for phase, journal_run in _journal_runs(run.journal):
@@ -452,9 +540,15 @@ def test_no_sink_configured_leaves_the_run_alone(tmp_path: Path, chaos_run: Any)
     assert any("no sink URL" in line for line in _warnings(run))
 
 
-def test_bad_arguments_disable_the_control_not_the_run(tmp_path: Path, fake_sink: FakeCloudEventsSink, chaos_run: Any) -> None:
-    path = _experiment_without_controls(tmp_path, "passing.json", sink_url=fake_sink.url, mode="carrier-pigeon")
+def test_bad_arguments_disable_the_control_not_the_run(
+    tmp_path: Path, fake_sink: FakeCloudEventsSink, chaos_run: Any
+) -> None:
+    path = _experiment_without_controls(
+        tmp_path, "passing.json", sink_url=fake_sink.url, mode="carrier-pigeon"
+    )
     run = chaos_run("passing.json", sink=fake_sink, experiment_path=path)
     assert run.returncode == 0
     assert run.events == []
-    assert any(re.search(r"disabled for this run: mode must be one of", line) for line in _warnings(run))
+    assert any(
+        re.search(r"disabled for this run: mode must be one of", line) for line in _warnings(run)
+    )

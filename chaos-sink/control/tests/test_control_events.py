@@ -53,7 +53,11 @@ def factory(**overrides: Any) -> EventFactory:
 # ---- times and references -------------------------------------------------------------------
 @pytest.mark.parametrize(
     "value",
-    ["2026-11-22T20:50:12.635557+00:00", "2026-11-22T20:50:12.635557Z", "2026-11-22T20:50:12.635557"],
+    [
+        "2026-11-22T20:50:12.635557+00:00",
+        "2026-11-22T20:50:12.635557Z",
+        "2026-11-22T20:50:12.635557",
+    ],
 )
 def test_parse_and_format_chaostoolkit_timestamps(value: str) -> None:
     assert format_time(parse_time(value)) == "2026-11-22T20:50:12.635557Z"
@@ -127,7 +131,11 @@ def journal(**fields: Any) -> Dict[str, Any]:
         "duration": 3.0001,
         "status": "completed",
         "deviated": False,
-        "steady_states": {"before": {"steady_state_met": True, "probes": []}, "after": {"steady_state_met": True, "probes": []}, "during": []},
+        "steady_states": {
+            "before": {"steady_state_met": True, "probes": []},
+            "after": {"steady_state_met": True, "probes": []},
+            "during": [],
+        },
     }
     base.update(fields)
     return base
@@ -138,7 +146,12 @@ def test_experiment_started() -> None:
     event = factory().experiment_started(experiment, journal(), T0 + timedelta(seconds=1))
     assert event.type == "org.chaostoolkit.experiment.started"
     assert event.time == "2026-11-22T20:50:12.635557Z"
-    assert event.data == {"title": "My experiment", "description": "desc", "tags": ["a", "b"], "start": event.time}
+    assert event.data == {
+        "title": "My experiment",
+        "description": "desc",
+        "tags": ["a", "b"],
+        "start": event.time,
+    }
 
 
 def test_experiment_started_without_description_and_tags() -> None:
@@ -151,25 +164,73 @@ def test_experiment_started_without_description_and_tags() -> None:
     [
         ({}, "completed", False, True, True),
         # deviated: completed + deviated
-        ({"deviated": True, "steady_states": {"before": {"steady_state_met": True}, "after": {"steady_state_met": False}}},
-         "completed", True, True, False),
+        (
+            {
+                "deviated": True,
+                "steady_states": {
+                    "before": {"steady_state_met": True},
+                    "after": {"steady_state_met": False},
+                },
+            },
+            "completed",
+            True,
+            True,
+            False,
+        ),
         # the gate: before-hypothesis not met is completed, not deviated
-        ({"steady_states": {"before": {"steady_state_met": False}, "after": None}}, "completed", False, False, None),
-        ({"status": "failed", "steady_states": {"before": {"steady_state_met": False}, "after": None}}, "failed", False, False, None),
-        ({"status": "interrupted", "steady_states": {"before": {"steady_state_met": True}, "after": None}}, "interrupted", False, True, None),
+        (
+            {"steady_states": {"before": {"steady_state_met": False}, "after": None}},
+            "completed",
+            False,
+            False,
+            None,
+        ),
+        (
+            {
+                "status": "failed",
+                "steady_states": {"before": {"steady_state_met": False}, "after": None},
+            },
+            "failed",
+            False,
+            False,
+            None,
+        ),
+        (
+            {
+                "status": "interrupted",
+                "steady_states": {"before": {"steady_state_met": True}, "after": None},
+            },
+            "interrupted",
+            False,
+            True,
+            None,
+        ),
         ({"status": "aborted"}, "aborted", False, True, True),
         # no status and no end: Chaos Toolkit did not get to the end of the run
-        ({"status": None, "end": None, "duration": None, "steady_states": {}}, "aborted", False, None, None),
+        (
+            {"status": None, "end": None, "duration": None, "steady_states": {}},
+            "aborted",
+            False,
+            None,
+            None,
+        ),
     ],
 )
 def test_experiment_finished_statuses(
-    fields: Dict[str, Any], status: str, deviated: bool, before: Optional[bool], after: Optional[bool]
+    fields: Dict[str, Any],
+    status: str,
+    deviated: bool,
+    before: Optional[bool],
+    after: Optional[bool],
 ) -> None:
     now = T0 + timedelta(seconds=5)
     event = factory().experiment_finished(journal(**fields), now)
     d = event.data
     assert (d["status"], d["deviated"], d["before_hypothesis_met"], d["after_hypothesis_met"]) == (
-        status, deviated, before, after,
+        status,
+        deviated,
+        before,
+        after,
     )
     assert d["start"] == format_time(T0)
     if fields.get("end", "x") is None:
@@ -184,31 +245,54 @@ PROBE = {
     "type": "probe",
     "name": "check",
     "tolerance": 0,
-    "provider": {"type": "http", "url": "https://user:pw@api.example.com:8443/health?token=abc#x",
-                 "headers": {"Authorization": "Bearer abc"}, "arguments": {"a": 1}},
+    "provider": {
+        "type": "http",
+        "url": "https://user:pw@api.example.com:8443/health?token=abc#x",
+        "headers": {"Authorization": "Bearer abc"},
+        "arguments": {"a": 1},
+    },
 }
 
 
 def test_provider_summary_keeps_no_arguments_headers_or_credentials() -> None:
-    assert provider_summary(PROBE["provider"]) == {"type": "http", "url": "https://api.example.com:8443/health"}
-    assert provider_summary({"type": "python", "module": "m", "func": "f", "arguments": {"x": 1}}) == {
-        "type": "python", "module": "m", "func": "f"}
+    assert provider_summary(PROBE["provider"]) == {
+        "type": "http",
+        "url": "https://api.example.com:8443/health",
+    }
+    assert provider_summary(
+        {"type": "python", "module": "m", "func": "f", "arguments": {"x": 1}}
+    ) == {"type": "python", "module": "m", "func": "f"}
     assert provider_summary({"type": "process", "path": "kubectl", "arguments": "delete pod"}) == {
-        "type": "process", "path": "kubectl"}
+        "type": "process",
+        "path": "kubectl",
+    }
     assert provider_summary(None) == {"type": "unknown"}
 
 
 def test_activity_finished_from_a_run() -> None:
-    run = {"activity": PROBE, "output": {"status": 200}, "start": iso(T0), "status": "succeeded",
-           "end": iso(T0 + timedelta(seconds=0.5)), "duration": 0.5, "tolerance_met": True}
+    run = {
+        "activity": PROBE,
+        "output": {"status": 200},
+        "start": iso(T0),
+        "status": "succeeded",
+        "end": iso(T0 + timedelta(seconds=0.5)),
+        "duration": 0.5,
+        "tolerance_met": True,
+    }
     event = factory().activity_finished(PROBE, run, "before", T0)
     assert event.time == "2026-11-22T20:50:13.135557Z"
     assert event.data == {
-        "name": "check", "type": "probe",
+        "name": "check",
+        "type": "probe",
         "provider": {"type": "http", "url": "https://api.example.com:8443/health"},
-        "phase": "before", "start": "2026-11-22T20:50:12.635557Z", "status": "succeeded",
-        "end": "2026-11-22T20:50:13.135557Z", "duration": 0.5, "tolerance_met": True,
-        "output": {"status": 200}, "exception": None,
+        "phase": "before",
+        "start": "2026-11-22T20:50:12.635557Z",
+        "status": "succeeded",
+        "end": "2026-11-22T20:50:13.135557Z",
+        "duration": 0.5,
+        "tolerance_met": True,
+        "output": {"status": 200},
+        "exception": None,
     }
 
 
@@ -219,8 +303,11 @@ def test_activity_interrupted_mid_run_has_no_journal_status_and_is_failed() -> N
 
 
 def test_exception_lines_are_joined_and_keep_their_end() -> None:
-    lines = ["Traceback (most recent call last):\n"] + [f'  File "x.py", line {i}\n' for i in range(500)] + [
-        "chaoslib.exceptions.ActivityFailed: RuntimeError: the real reason\n"]
+    lines = (
+        ["Traceback (most recent call last):\n"]
+        + [f'  File "x.py", line {i}\n' for i in range(500)]
+        + ["chaoslib.exceptions.ActivityFailed: RuntimeError: the real reason\n"]
+    )
     text = shorten_exception(lines, 300)
     assert len(text) <= 300
     assert text.startswith("…[truncated]")
@@ -245,7 +332,9 @@ def test_output_of_any_python_type_is_json_safe() -> None:
         def __str__(self) -> str:
             return "a thing"
 
-    out = shorten_output({"nan": math.nan, "b": b"bytes", "t": Thing(), "s": {1, 2}, 3: Dry.PROBES}, 2048)
+    out = shorten_output(
+        {"nan": math.nan, "b": b"bytes", "t": Thing(), "s": {1, 2}, 3: Dry.PROBES}, 2048
+    )
     json.dumps(out, allow_nan=False)
     assert out == {"nan": "nan", "b": "bytes", "t": "a thing", "s": [1, 2], "3": "probes"}
 
@@ -287,7 +376,11 @@ class RecordingSender:
         out = []
         for e in self.events():
             d = e["data"]
-            out.append(" ".join(str(x) for x in (e["type"][17:], d.get("phase", ""), d.get("name", "")) if x).strip())
+            out.append(
+                " ".join(
+                    str(x) for x in (e["type"][17:], d.get("phase", ""), d.get("name", "")) if x
+                ).strip()
+            )
         return out
 
 
@@ -308,24 +401,40 @@ def recorder() -> RecordingSender:
 @pytest.fixture
 def handler(recorder: RecordingSender) -> CloudEventsRunHandler:
     return CloudEventsRunHandler(
-        factory(), recorder, sink_label="http://sink/", mode=STRUCTURED, flush_timeout=1.5,
-        hypothesis_title="all good", clock=Clock(),
+        factory(),
+        recorder,
+        sink_label="http://sink/",
+        mode=STRUCTURED,
+        flush_timeout=1.5,
+        hypothesis_title="all good",
+        clock=Clock(),
     )
 
 
-EXPERIMENT = {"title": "My experiment", "description": "d", "steady-state-hypothesis": {"title": "all good", "probes": [PROBE]}}
+EXPERIMENT = {
+    "title": "My experiment",
+    "description": "d",
+    "steady-state-hypothesis": {"title": "all good", "probes": [PROBE]},
+}
 ACTION = {"type": "action", "name": "kill", "provider": {"type": "process", "path": "kill"}}
 
 
 def run_of(activity: Dict[str, Any], status: str = "succeeded", **extra: Any) -> Dict[str, Any]:
-    run = {"activity": dict(activity), "output": None, "start": iso(T0), "status": status,
-           "end": iso(T0 + timedelta(seconds=1)), "duration": 1.0}
+    run = {
+        "activity": dict(activity),
+        "output": None,
+        "start": iso(T0),
+        "status": status,
+        "end": iso(T0 + timedelta(seconds=1)),
+        "duration": 1.0,
+    }
     run.update(extra)
     return run
 
 
-def test_handler_full_sequence(handler: CloudEventsRunHandler, recorder: RecordingSender,
-                               validator: Draft202012Validator) -> None:
+def test_handler_full_sequence(
+    handler: CloudEventsRunHandler, recorder: RecordingSender, validator: Draft202012Validator
+) -> None:
     j = journal()
     handler.running(EXPERIMENT, j, {}, {}, None, {})
     handler.start_hypothesis_before(EXPERIMENT)
@@ -333,17 +442,23 @@ def test_handler_full_sequence(handler: CloudEventsRunHandler, recorder: Recordi
     probe_run = run_of(PROBE)
     handler.activity_completed(PROBE, probe_run)
     probe_run["tolerance_met"] = True  # chaoslib decides the tolerance after the probe returned
-    handler.hypothesis_before_completed(EXPERIMENT, {"steady_state_met": True, "probes": [probe_run]}, j)
+    handler.hypothesis_before_completed(
+        EXPERIMENT, {"steady_state_met": True, "probes": [probe_run]}, j
+    )
     handler.start_method(EXPERIMENT)
     handler.start_activity(ACTION)
-    handler.activity_completed(ACTION, run_of(ACTION, "failed", exception=["Traceback\n", "Boom\n"]))
+    handler.activity_completed(
+        ACTION, run_of(ACTION, "failed", exception=["Traceback\n", "Boom\n"])
+    )
     handler.method_completed(EXPERIMENT, [])
     handler.start_hypothesis_after(EXPERIMENT)
     handler.start_activity(PROBE)
     after_run = run_of(PROBE)
     handler.activity_completed(PROBE, after_run)
     after_run["tolerance_met"] = False
-    handler.hypothesis_after_completed(EXPERIMENT, {"steady_state_met": False, "probes": [after_run]}, j)
+    handler.hypothesis_after_completed(
+        EXPERIMENT, {"steady_state_met": False, "probes": [after_run]}, j
+    )
     handler.start_rollbacks(EXPERIMENT)
     handler.start_activity(ACTION)
     handler.activity_completed(ACTION, run_of(ACTION))
@@ -352,38 +467,60 @@ def test_handler_full_sequence(handler: CloudEventsRunHandler, recorder: Recordi
 
     assert recorder.short() == [
         "experiment.started",
-        "hypothesis.started before", "activity.started before check", "activity.finished before check",
+        "hypothesis.started before",
+        "activity.started before check",
+        "activity.finished before check",
         "hypothesis.finished before",
-        "method.started", "activity.started method kill", "activity.finished method kill", "method.finished",
-        "hypothesis.started after", "activity.started after check", "activity.finished after check",
+        "method.started",
+        "activity.started method kill",
+        "activity.finished method kill",
+        "method.finished",
+        "hypothesis.started after",
+        "activity.started after check",
+        "activity.finished after check",
         "hypothesis.finished after",
-        "rollbacks.started", "activity.started rollbacks kill", "activity.finished rollbacks kill",
+        "rollbacks.started",
+        "activity.started rollbacks kill",
+        "activity.finished rollbacks kill",
         "rollbacks.finished",
         "experiment.finished",
     ]
     events = recorder.events()
     for e in events:
         validator.validate(e)
-    finished_probes = [e["data"]["tolerance_met"] for e in events if e["type"].endswith("activity.finished")]
+    finished_probes = [
+        e["data"]["tolerance_met"] for e in events if e["type"].endswith("activity.finished")
+    ]
     assert finished_probes == [True, None, False, None]
-    assert [e["data"]["met"] for e in events if e["type"].endswith("hypothesis.finished")] == [True, False]
+    assert [e["data"]["met"] for e in events if e["type"].endswith("hypothesis.finished")] == [
+        True,
+        False,
+    ]
     assert events[7]["data"]["exception"] == "Traceback\nBoom\n"
     assert events[-1]["data"]["deviated"] is True
     assert recorder.closed_with == 1.5
     assert {r.event_type for r in recorder.requests} <= set(ALL_EVENT_TYPES)
 
 
-def test_interruption_inside_a_hypothesis_closes_it(handler: CloudEventsRunHandler, recorder: RecordingSender) -> None:
+def test_interruption_inside_a_hypothesis_closes_it(
+    handler: CloudEventsRunHandler, recorder: RecordingSender
+) -> None:
     j = journal(status="interrupted")
     handler.running(EXPERIMENT, j)
     handler.start_hypothesis_before(EXPERIMENT)
     handler.start_activity(PROBE)
-    handler.activity_completed(PROBE, {"activity": PROBE, "start": iso(T0), "end": iso(T0), "duration": 0.0})
+    handler.activity_completed(
+        PROBE, {"activity": PROBE, "start": iso(T0), "end": iso(T0), "duration": 0.0}
+    )
     handler.interrupted(EXPERIMENT, j)
     handler.finish(j)
     assert recorder.short() == [
-        "experiment.started", "hypothesis.started before", "activity.started before check",
-        "activity.finished before check", "hypothesis.finished before", "experiment.finished",
+        "experiment.started",
+        "hypothesis.started before",
+        "activity.started before check",
+        "activity.finished before check",
+        "hypothesis.finished before",
+        "experiment.finished",
     ]
     events = recorder.events()
     assert events[3]["data"]["status"] == "failed" and events[3]["data"]["tolerance_met"] is None
@@ -391,11 +528,18 @@ def test_interruption_inside_a_hypothesis_closes_it(handler: CloudEventsRunHandl
     assert events[-1]["data"]["status"] == "interrupted"
 
 
-def test_finish_closes_whatever_chaostoolkit_left_open(handler: CloudEventsRunHandler, recorder: RecordingSender) -> None:
+def test_finish_closes_whatever_chaostoolkit_left_open(
+    handler: CloudEventsRunHandler, recorder: RecordingSender
+) -> None:
     handler.running(EXPERIMENT, journal())
     handler.start_method(EXPERIMENT)
     handler.finish(journal(status="aborted"))
-    assert recorder.short() == ["experiment.started", "method.started", "method.finished", "experiment.finished"]
+    assert recorder.short() == [
+        "experiment.started",
+        "method.started",
+        "method.finished",
+        "experiment.finished",
+    ]
 
 
 def test_finish_is_idempotent(handler: CloudEventsRunHandler, recorder: RecordingSender) -> None:
@@ -406,7 +550,9 @@ def test_finish_is_idempotent(handler: CloudEventsRunHandler, recorder: Recordin
     assert recorder.short() == ["experiment.started", "experiment.finished"]
 
 
-def test_continuous_hypothesis_probes_are_phase_during(handler: CloudEventsRunHandler, recorder: RecordingSender) -> None:
+def test_continuous_hypothesis_probes_are_phase_during(
+    handler: CloudEventsRunHandler, recorder: RecordingSender
+) -> None:
     handler.running(EXPERIMENT, journal())
     handler.start_method(EXPERIMENT)
 
@@ -417,7 +563,9 @@ def test_continuous_hypothesis_probes_are_phase_during(handler: CloudEventsRunHa
             run = run_of(PROBE)
             handler.activity_completed(PROBE, run)
             run["tolerance_met"] = i == 1
-            handler.continuous_hypothesis_iteration(i, {"steady_state_met": i == 1, "probes": [run]})
+            handler.continuous_hypothesis_iteration(
+                i, {"steady_state_met": i == 1, "probes": [run]}
+            )
         handler.continuous_hypothesis_completed(EXPERIMENT, {}, None)
 
     t = threading.Thread(target=continuous)
@@ -431,10 +579,15 @@ def test_continuous_hypothesis_probes_are_phase_during(handler: CloudEventsRunHa
     assert [d.get("name") for d in during] == [None, "check", "check", "check", "check", None]
     assert [d["tolerance_met"] for d in during if "tolerance_met" in d] == [True, False]
     assert during[-1]["met"] is False and during[-1]["title"] == "all good"
-    assert [e["data"]["phase"] for e in events if e["data"].get("name") == "kill"] == ["method", "method"]
+    assert [e["data"]["phase"] for e in events if e["data"].get("name") == "kill"] == [
+        "method",
+        "method",
+    ]
 
 
-def test_handler_never_raises_and_reports_once(handler: CloudEventsRunHandler, caplog: pytest.LogCaptureFixture) -> None:
+def test_handler_never_raises_and_reports_once(
+    handler: CloudEventsRunHandler, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="chaostoolkit.cloudevents")
     handler.running(None, None)  # type: ignore[arg-type]
     handler.start_activity(None)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Dict, List
 
@@ -22,14 +23,23 @@ def options(environ: Dict[str, str] = None, **kwargs: Any) -> ControlOptions:
 def test_defaults_with_k_sink() -> None:
     o = options({"K_SINK": SINK})
     assert o.sink_url == SINK
-    assert (o.mode, o.timeout, o.flush_timeout, o.max_retries, o.queue_size, o.max_output_length) == (
-        "binary", 2.0, 5.0, 4, 1000, 2048)
+    assert (
+        o.mode,
+        o.timeout,
+        o.flush_timeout,
+        o.max_retries,
+        o.queue_size,
+        o.max_output_length,
+    ) == ("binary", 2.0, 5.0, 4, 1000, 2048)
     assert DEFAULTS["mode"] == "binary"
     assert o.extensions == {} and o.headers == {} and o.ca_certs_pem is None
 
 
 def test_argument_wins_over_k_sink() -> None:
-    assert options({"K_SINK": SINK}, sink_url="https://other.example/").sink_url == "https://other.example/"
+    assert (
+        options({"K_SINK": SINK}, sink_url="https://other.example/").sink_url
+        == "https://other.example/"
+    )
 
 
 def test_no_sink_at_all() -> None:
@@ -78,7 +88,9 @@ def test_numbers_from_substituted_strings() -> None:
 
 def test_extensions_and_knative_overrides() -> None:
     environ = {
-        "K_CE_OVERRIDES": '{"extensions": {"Team": "platform", "cluster": "prod", "chaosrunid": "no", "bad_name": "x"}}',
+        "K_CE_OVERRIDES": json.dumps(
+            {"extensions": {"Team": "platform", "cluster": "prod", "chaosrunid": "no", "bad_name": "x"}}
+        ),
         "K_CA_CERTS": "-----BEGIN CERTIFICATE-----",
     }
     o = options(environ, sink_url=SINK, extensions={"team": "chaos", "tier": 1, "critical": True})
@@ -93,7 +105,12 @@ def test_odd_k_ce_overrides_are_ignored(raw: str) -> None:
 
 
 # ---- configure_control --------------------------------------------------------------------------
-EXPERIMENT = {"title": "t", "description": "d", "steady-state-hypothesis": {"title": "h", "probes": []}, "method": []}
+EXPERIMENT = {
+    "title": "t",
+    "description": "d",
+    "steady-state-hypothesis": {"title": "h", "probes": []},
+    "method": [],
+}
 
 
 def handlers(registry: EventHandlerRegistry) -> List[CloudEventsRunHandler]:
@@ -106,7 +123,9 @@ def no_knative_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_configure_registers_a_handler_with_substituted_arguments(caplog: pytest.LogCaptureFixture) -> None:
+def test_configure_registers_a_handler_with_substituted_arguments(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="chaostoolkit.cloudevents")
     registry = EventHandlerRegistry()
     control.configure_control(
@@ -131,7 +150,9 @@ def test_configure_twice_for_the_same_sink_registers_once() -> None:
     registry = EventHandlerRegistry()
     for _ in range(2):
         control.configure_control(sink_url=SINK, experiment=EXPERIMENT, event_registry=registry)
-    control.configure_control(sink_url="http://other/", experiment=EXPERIMENT, event_registry=registry)
+    control.configure_control(
+        sink_url="http://other/", experiment=EXPERIMENT, event_registry=registry
+    )
     assert [h.sink_label for h in handlers(registry)] == [SINK, "http://other/"]
     for h in handlers(registry):
         h.close()
@@ -146,7 +167,9 @@ def test_configure_twice_for_the_same_sink_registers_once() -> None:
         ({"sink_url": SINK, "experiment": "not a dict"}, "internal error"),
     ],
 )
-def test_configure_never_raises(kwargs: Dict[str, Any], message: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_configure_never_raises(
+    kwargs: Dict[str, Any], message: str, caplog: pytest.LogCaptureFixture
+) -> None:
     registry = EventHandlerRegistry()
     args: Dict[str, Any] = {"experiment": EXPERIMENT, "event_registry": registry}
     args.update(kwargs)
@@ -158,7 +181,9 @@ def test_configure_never_raises(kwargs: Dict[str, Any], message: str, caplog: py
 
 def test_unknown_arguments_are_reported_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
     registry = EventHandlerRegistry()
-    control.configure_control(sink_url=SINK, sink="typo", experiment=EXPERIMENT, event_registry=registry)
+    control.configure_control(
+        sink_url=SINK, sink="typo", experiment=EXPERIMENT, event_registry=registry
+    )
     assert len(handlers(registry)) == 1
     assert any("unknown argument(s): sink" in r.getMessage() for r in caplog.records)
     handlers(registry)[0].close()

@@ -26,7 +26,16 @@ def redactor() -> Redactor:
 
 
 @pytest.mark.parametrize(
-    "value", ["tok-123456", "hunter2-pass", "987654", "db.internal.example", "payments-prod", "first-item", "deep-value"]
+    "value",
+    [
+        "tok-123456",
+        "hunter2-pass",
+        "987654",
+        "db.internal.example",
+        "payments-prod",
+        "first-item",
+        "deep-value",
+    ],
 )
 def test_every_secret_and_configuration_value_is_masked(redactor: Redactor, value: str) -> None:
     assert redactor.scrub_text(f"before {value} after") == f"before {MASK} after"
@@ -43,7 +52,10 @@ def test_booleans_are_not_values_to_mask(redactor: Redactor) -> None:
 
 def test_nested_structures_keys_and_numbers(redactor: Redactor) -> None:
     value = {"token tok-123456": ["x hunter2-pass y", {"pin": 987654, "n": 1}], "none": None}
-    assert redactor.scrub(value) == {f"token {MASK}": [f"x {MASK} y", {"pin": MASK, "n": 1}], "none": None}
+    assert redactor.scrub(value) == {
+        f"token {MASK}": [f"x {MASK} y", {"pin": MASK, "n": 1}],
+        "none": None,
+    }
 
 
 def test_url_encoded_forms_are_masked_too() -> None:
@@ -71,7 +83,10 @@ def test_empty_redactor_is_identity() -> None:
 @pytest.mark.parametrize(
     "url, expected",
     [
-        ("https://user:secret@api.example.com:8443/p/a?token=abc#frag", "https://api.example.com:8443/p/a"),
+        (
+            "https://user:secret@api.example.com:8443/p/a?token=abc#frag",
+            "https://api.example.com:8443/p/a",
+        ),
         ("http://api.example.com/", "http://api.example.com/"),
         ("http://[::1]:8080/x?y", "http://[::1]:8080/x"),
         ("${base_url}/health", "${base_url}/health"),

@@ -24,8 +24,9 @@ def doc_events() -> List[Dict[str, Any]]:
 
 
 def test_per_type_files_are_generated_from_the_main_schema() -> None:
-    proc = subprocess.run([sys.executable, str(SCHEMA_DIR / "generate.py"), "--check"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(SCHEMA_DIR / "generate.py"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -36,23 +37,31 @@ def test_one_schema_file_per_event_type() -> None:
         Draft202012Validator.check_schema(json.loads(path.read_text(encoding="utf-8")))
 
 
-def test_the_documentation_has_a_valid_example_of_every_type(validator: Draft202012Validator) -> None:
+def test_the_documentation_has_a_valid_example_of_every_type(
+    validator: Draft202012Validator,
+) -> None:
     examples = doc_events()
     assert {e["type"] for e in examples} == set(ALL_EVENT_TYPES)
     for example in examples:
         validator.validate(example)
-        per_type = json.loads((SCHEMA_DIR / "events" / f"{example['type']}.schema.json").read_text(encoding="utf-8"))
+        per_type = json.loads(
+            (SCHEMA_DIR / "events" / f"{example['type']}.schema.json").read_text(encoding="utf-8")
+        )
         Draft202012Validator(per_type).validate(example)
 
 
 def test_per_type_schema_rejects_other_types() -> None:
     example = next(e for e in doc_events() if e["type"] == "org.chaostoolkit.method.started")
-    schema = json.loads((SCHEMA_DIR / "events" / "org.chaostoolkit.method.finished.schema.json").read_text())
+    schema = json.loads(
+        (SCHEMA_DIR / "events" / "org.chaostoolkit.method.finished.schema.json").read_text()
+    )
     assert not Draft202012Validator(schema).is_valid(example)
 
 
 def _finished() -> Dict[str, Any]:
-    return copy.deepcopy(next(e for e in doc_events() if e["type"] == "org.chaostoolkit.experiment.finished"))
+    return copy.deepcopy(
+        next(e for e in doc_events() if e["type"] == "org.chaostoolkit.experiment.finished")
+    )
 
 
 @pytest.mark.parametrize(
@@ -78,7 +87,9 @@ def test_schema_rejects_broken_events(validator: Draft202012Validator, mutate: A
     assert not validator.is_valid(event)
 
 
-def test_schema_accepts_unknown_data_fields_and_user_extensions(validator: Draft202012Validator) -> None:
+def test_schema_accepts_unknown_data_fields_and_user_extensions(
+    validator: Draft202012Validator,
+) -> None:
     event = _finished()
     event["data"]["new_field"] = {"anything": [1, 2]}
     event["team"] = "chaos"

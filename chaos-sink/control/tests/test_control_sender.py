@@ -24,21 +24,34 @@ FAST = RetryPolicy(max_retries=3, initial_backoff=0.01, max_backoff=0.05, max_re
 
 
 def requests(n: int) -> List[HttpRequest]:
-    f = EventFactory(run_id="0b7c2f7e-3d0a-4f43-9a57-6f7a0c1e2d3f", experiment_ref="1c412acecabe4a229a1e7532",
-                     hostname="h", title="t")
+    f = EventFactory(
+        run_id="0b7c2f7e-3d0a-4f43-9a57-6f7a0c1e2d3f",
+        experiment_ref="1c412acecabe4a229a1e7532",
+        hostname="h",
+        title="t",
+    )
     return [encode(f.section_started("org.chaostoolkit.method.started", T0)) for _ in range(n)]
 
 
-def sender_for(url: str, policy: RetryPolicy = FAST, queue_size: int = 1000, timeout: float = 1.0) -> Sender:
-    return Sender(HttpTransport(url, timeout=timeout), sink_label=url, queue_size=queue_size, policy=policy)
+def sender_for(
+    url: str, policy: RetryPolicy = FAST, queue_size: int = 1000, timeout: float = 1.0
+) -> Sender:
+    return Sender(
+        HttpTransport(url, timeout=timeout), sink_label=url, queue_size=queue_size, policy=policy
+    )
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> List[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == "chaostoolkit.cloudevents" and r.levelno >= logging.WARNING]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "chaostoolkit.cloudevents" and r.levelno >= logging.WARNING
+    ]
 
 
-def test_delivers_everything_in_order(fake_sink: FakeCloudEventsSink, caplog: pytest.LogCaptureFixture) -> None:
+def test_delivers_everything_in_order(
+    fake_sink: FakeCloudEventsSink, caplog: pytest.LogCaptureFixture
+) -> None:
     sender = sender_for(fake_sink.url)
     reqs = requests(30)
     for r in reqs:
@@ -72,7 +85,9 @@ def test_retry_after_is_honoured_up_to_a_cap(fake_sink: FakeCloudEventsSink) -> 
     assert 0.15 <= second.received_at - first.received_at < 1.0
 
 
-def test_rejected_events_are_not_retried(fake_sink: FakeCloudEventsSink, caplog: pytest.LogCaptureFixture) -> None:
+def test_rejected_events_are_not_retried(
+    fake_sink: FakeCloudEventsSink, caplog: pytest.LogCaptureFixture
+) -> None:
     fake_sink.answer(status=400)
     sender = sender_for(fake_sink.url)
     for r in requests(3):
@@ -84,7 +99,9 @@ def test_rejected_events_are_not_retried(fake_sink: FakeCloudEventsSink, caplog:
     assert len(logged) == 2 and "rejected (HTTP 400)" in logged[0] and "3 of 3" in logged[1]
 
 
-def test_sink_down_costs_nothing_per_event_and_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_sink_down_costs_nothing_per_event_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     sender = sender_for(closed_port_url(), policy=RetryPolicy(max_retries=4, initial_backoff=0.2))
     started = time.perf_counter()
     for r in requests(200):
@@ -190,12 +207,22 @@ def test_per_activity_overhead_with_the_sink_down() -> None:
     """What an activity pays for the control when the sink is down: two hook calls (started,
     finished), each building, redacting and encoding an event and queueing it."""
     url = closed_port_url()
-    factory = EventFactory(run_id="0b7c2f7e-3d0a-4f43-9a57-6f7a0c1e2d3f", experiment_ref="1c412acecabe4a229a1e7532",
-                           hostname="h", title="t")
+    factory = EventFactory(
+        run_id="0b7c2f7e-3d0a-4f43-9a57-6f7a0c1e2d3f",
+        experiment_ref="1c412acecabe4a229a1e7532",
+        hostname="h",
+        title="t",
+    )
     handler = CloudEventsRunHandler(factory, sender_for(url), sink_label=url, flush_timeout=0.2)
     activity = {"type": "action", "name": "a", "provider": {"type": "process", "path": "true"}}
-    run = {"activity": activity, "output": {"status": 0, "stdout": "x" * 5000, "stderr": ""},
-           "start": T0.isoformat(), "status": "succeeded", "end": T0.isoformat(), "duration": 0.0}
+    run = {
+        "activity": activity,
+        "output": {"status": 0, "stdout": "x" * 5000, "stderr": ""},
+        "start": T0.isoformat(),
+        "status": "succeeded",
+        "end": T0.isoformat(),
+        "duration": 0.0,
+    }
     handler.start_method({})
     n = 300
     started = time.perf_counter()

@@ -34,8 +34,13 @@ CE_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
 
 
 def event():
-    f = EventFactory(run_id="0b7c2f7e-3d0a-4f43-9a57-6f7a0c1e2d3f", experiment_ref="1c412acecabe4a229a1e7532",
-                     hostname="host-1", title=TITLE, extensions={"team": "chaos"})
+    f = EventFactory(
+        run_id="0b7c2f7e-3d0a-4f43-9a57-6f7a0c1e2d3f",
+        experiment_ref="1c412acecabe4a229a1e7532",
+        hostname="host-1",
+        title=TITLE,
+        extensions={"team": "chaos"},
+    )
     return f.hypothesis_finished("h", "before", T0, T0, True)
 
 
@@ -47,7 +52,10 @@ def test_percent_encoding_example_from_the_http_binding_spec() -> None:
 @pytest.mark.parametrize(
     "value, expected",
     [
-        ("plain-ASCII_value.1~!#$&'()*+,/:;<=>?@[]^`{|}", "plain-ASCII_value.1~!#$&'()*+,/:;<=>?@[]^`{|}"),
+        (
+            "plain-ASCII_value.1~!#$&'()*+,/:;<=>?@[]^`{|}",
+            "plain-ASCII_value.1~!#$&'()*+,/:;<=>?@[]^`{|}",
+        ),
         ("a b", "a%20b"),
         ('say "hi"', "say%20%22hi%22"),
         ("100%", "100%25"),
@@ -59,7 +67,9 @@ def test_percent_encoding_rules(value: str, expected: str) -> None:
     assert percent_encode(value) == expected
 
 
-@pytest.mark.parametrize("value", [TITLE, "日本語のタイトル", "ü" * 10, "%41", "\u00a0nbsp", "emoji 🐒🙈"])
+@pytest.mark.parametrize(
+    "value", [TITLE, "日本語のタイトル", "ü" * 10, "%41", "\u00a0nbsp", "emoji 🐒🙈"]
+)
 def test_percent_encoding_agrees_with_urllib_and_round_trips(value: str) -> None:
     encoded = percent_encode(value)
     assert encoded == quote(value, safe=CE_SAFE)
@@ -122,9 +132,22 @@ def test_parse_retry_after() -> None:
 # ---- one attempt against the fake sink -------------------------------------------------------
 @pytest.mark.parametrize(
     "status, result",
-    [(202, DELIVERED), (200, DELIVERED), (204, DELIVERED), (503, RETRY), (500, RETRY), (429, RETRY),
-     (404, RETRY), (408, RETRY), (409, RETRY), (425, RETRY), (400, REJECTED), (401, REJECTED),
-     (413, REJECTED), (415, REJECTED)],
+    [
+        (202, DELIVERED),
+        (200, DELIVERED),
+        (204, DELIVERED),
+        (503, RETRY),
+        (500, RETRY),
+        (429, RETRY),
+        (404, RETRY),
+        (408, RETRY),
+        (409, RETRY),
+        (425, RETRY),
+        (400, REJECTED),
+        (401, REJECTED),
+        (413, REJECTED),
+        (415, REJECTED),
+    ],
 )
 def test_status_classes(fake_sink: FakeCloudEventsSink, status: int, result: str) -> None:
     fake_sink.answer(status=status, retry_after="3")
@@ -147,14 +170,20 @@ def test_request_line_and_headers(fake_sink: FakeCloudEventsSink, tmp_path: Path
     assert first.headers["x-team"] == "chaos"
     assert first.headers["user-agent"].startswith("chaostoolkit-cloudevents/")
     assert (first.headers["authorization"], second.headers["authorization"]) == (
-        "Bearer oidc-token-1", "Bearer oidc-token-2")
+        "Bearer oidc-token-1",
+        "Bearer oidc-token-2",
+    )
     assert first.headers["content-length"] == str(len(first.body))
 
 
-def test_explicit_authorization_header_wins_over_the_token_file(fake_sink: FakeCloudEventsSink, tmp_path: Path) -> None:
+def test_explicit_authorization_header_wins_over_the_token_file(
+    fake_sink: FakeCloudEventsSink, tmp_path: Path
+) -> None:
     token = tmp_path / "token"
     token.write_text("oidc")
-    HttpTransport(fake_sink.url, headers={"Authorization": "Basic xyz"}, token_path=str(token)).send(encode(event()))
+    HttpTransport(
+        fake_sink.url, headers={"Authorization": "Basic xyz"}, token_path=str(token)
+    ).send(encode(event()))
     assert fake_sink.requests[0].headers["authorization"] == "Basic xyz"
 
 
@@ -173,7 +202,9 @@ def test_slow_sink_times_out(fake_sink: FakeCloudEventsSink) -> None:
     assert time.monotonic() - started < 0.8
 
 
-def test_kept_alive_connection_closed_by_the_sink_is_reopened_at_once(fake_sink: FakeCloudEventsSink) -> None:
+def test_kept_alive_connection_closed_by_the_sink_is_reopened_at_once(
+    fake_sink: FakeCloudEventsSink,
+) -> None:
     transport = HttpTransport(fake_sink.url)
     assert transport.send(encode(event())).result == DELIVERED
     assert transport.send(encode(event())).result == DELIVERED

@@ -105,7 +105,9 @@ def cleanup_control() -> None:
     where the handler emits ``experiment.finished`` and flushes."""
 
 
-def _substitute(arguments: Dict[str, Any], configuration: Mapping[str, Any], secrets: Mapping[str, Any]) -> Dict[str, Any]:
+def _substitute(
+    arguments: Dict[str, Any], configuration: Mapping[str, Any], secrets: Mapping[str, Any]
+) -> Dict[str, Any]:
     """Resolve ``${name}`` in the arguments (Chaos Toolkit does not for ``configure_control``)."""
     from chaoslib import substitute
 

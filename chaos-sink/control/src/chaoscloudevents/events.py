@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 from chaoscloudevents.redact import Redactor, sanitize_url
 
@@ -443,7 +443,11 @@ class EventFactory:
 
     def section_finished(self, event_type: str, start: datetime, end: datetime) -> CloudEvent:
         """``method.finished`` or ``rollbacks.finished``."""
-        data = {"start": format_time(start), "end": format_time(end), "duration": _seconds(start, end)}
+        data = {
+            "start": format_time(start),
+            "end": format_time(end),
+            "duration": _seconds(start, end),
+        }
         return self.event(event_type, end, data)
 
     # ---- activities -----------------------------------------------------------------------
@@ -517,10 +521,3 @@ def merge_met(values: Iterable[Optional[bool]]) -> Optional[bool]:
         if value is True:
             result = True
     return result
-
-
-def activity_list(value: Any) -> List[Mapping[str, Any]]:
-    """``value`` if it is a list of mappings (journal run lists), else an empty list."""
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, Mapping)]
-    return []

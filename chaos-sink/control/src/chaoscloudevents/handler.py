@@ -60,7 +60,7 @@ def _guarded(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class CloudEventsRunHandler(RunEventHandler):
+class CloudEventsRunHandler(RunEventHandler):  # type: ignore[misc]  # chaoslib is untyped
     """Emits the CloudEvents of one run (see ``docs/chaos-events.md`` for the sequence)."""
 
     def __init__(
@@ -151,7 +151,9 @@ class CloudEventsRunHandler(RunEventHandler):
         """Close scopes Chaos Toolkit never closed (an interruption, a crash)."""
         for phase in HYPOTHESIS_PHASES:
             if f"hypothesis:{phase}" in self._open:
-                self._close_hypothesis(phase, merge_met(self._during_met) if phase == "during" else None)
+                self._close_hypothesis(
+                    phase, merge_met(self._during_met) if phase == "during" else None
+                )
             else:
                 self._flush_probes(phase)
         self._close_section("method", METHOD_FINISHED)
@@ -277,7 +279,9 @@ class CloudEventsRunHandler(RunEventHandler):
         self._open_section("rollbacks", ROLLBACKS_STARTED)
 
     @_guarded
-    def rollbacks_completed(self, experiment: Mapping[str, Any], journal: Mapping[str, Any]) -> None:
+    def rollbacks_completed(
+        self, experiment: Mapping[str, Any], journal: Mapping[str, Any]
+    ) -> None:
         """The rollbacks ended."""
         self._close_section("rollbacks", ROLLBACKS_FINISHED)
 
@@ -296,9 +300,10 @@ class CloudEventsRunHandler(RunEventHandler):
         Steady-state probes are held back until their hypothesis completes, because Chaos
         Toolkit decides ``tolerance_met`` only after the probe returned.
         """
-        phase = self._activity_phase.pop(
-            (id(activity), threading.get_ident()), None
-        ) or self._current_phase()
+        phase = (
+            self._activity_phase.pop((id(activity), threading.get_ident()), None)
+            or self._current_phase()
+        )
         if phase in HYPOTHESIS_PHASES:
             self._pending_probes[phase].append((activity, run))
             return

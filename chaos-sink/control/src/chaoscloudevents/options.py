@@ -69,8 +69,8 @@ class ControlOptions:
     ) -> "ControlOptions":
         """Validate the control's arguments; Knative's ``K_SINK``, ``K_CE_OVERRIDES`` and
         ``K_CA_CERTS`` are read from ``environ``. Raises :class:`OptionError`."""
-        url = (sink_url if sink_url not in (None, "") else environ.get("K_SINK", "")) or ""
-        url = str(url).strip() or None
+        raw_url = sink_url if sink_url not in (None, "") else environ.get("K_SINK", "")
+        url: Optional[str] = str(raw_url or "").strip() or None
         if url is not None:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:

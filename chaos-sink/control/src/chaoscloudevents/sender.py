@@ -166,8 +166,7 @@ class Sender:
             self._cond.notify_all()
         if final.lost:
             logger.warning(
-                "CloudEvents: %d of %d events could not be delivered to %s "
-                "(flush timeout %.1f s)",
+                "CloudEvents: %d of %d events could not be delivered to %s (flush timeout %.1f s)",
                 final.lost,
                 final.submitted,
                 self._sink,
@@ -196,7 +195,9 @@ class Sender:
                 self._deliver(request)
             except Exception:  # a bug here must not kill the thread silently or block flush
                 self.stats.failed += 1
-                logger.debug("CloudEvents sender failed on event %s", request.event_id, exc_info=True)
+                logger.debug(
+                    "CloudEvents sender failed on event %s", request.event_id, exc_info=True
+                )
             finally:
                 with self._cond:
                     self._inflight = False
@@ -235,7 +236,11 @@ class Sender:
             )
             return
         self._warned = True
-        what = "rejected" if outcome.result == REJECTED else "not delivered, retrying in the background"
+        what = (
+            "rejected"
+            if outcome.result == REJECTED
+            else "not delivered, retrying in the background"
+        )
         logger.warning(
             "CloudEvents sink %s: %s (%s); the experiment carries on, "
             "further delivery errors of this run are logged at debug level",

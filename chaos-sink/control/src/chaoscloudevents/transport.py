@@ -58,7 +58,7 @@ _MAX_RESPONSE_BYTES = 64 * 1024
 
 # Printable ASCII (0x21-0x7E) except '"' and '%': the bytes a header value may carry as they are.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
-_ALL_SAFE = re.compile(r'[!#-$&-~]*')  # the same set, to skip the work for plain values
+_ALL_SAFE = re.compile(r"[!#-$&-~]*")  # the same set, to skip the work for plain values
 
 
 def percent_encode(value: str) -> str:
