@@ -60,7 +60,8 @@ impl FinalMarker {
 }
 
 /// Credentials the simulator accepts. One IAM user (password) who also owns one permanent AK/SK pair.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` masks the password and the secret key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// IAM user name (`auth.identity.password.user.name`).
     pub user_name: String,
@@ -70,6 +71,17 @@ pub struct Credentials {
     pub access_key: String,
     /// Secret access key (SK).
     pub secret_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user_name", &self.user_name)
+            .field("password", &"***")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"***")
+            .finish()
+    }
 }
 
 impl Default for Credentials {
@@ -506,6 +518,15 @@ mod tests {
         assert_eq!(c.time_filter, TimeFilter::HalfOpen);
         let b = c.fault_bursts.expect("bursts");
         assert_eq!((b.every, b.length, b.kinds.len()), (10, 2, 2));
+    }
+
+    #[test]
+    fn debug_masks_secrets() {
+        let c = SimConfig::default()
+            .user("u", "hunter2")
+            .access_key("AK", "topsecret");
+        let d = format!("{c:?}");
+        assert!(!d.contains("hunter2") && !d.contains("topsecret"), "{d}");
     }
 
     #[test]

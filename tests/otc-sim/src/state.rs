@@ -68,10 +68,18 @@ pub(crate) struct TokenInfo {
 }
 
 /// Issued tokens.
-#[derive(Debug)]
 pub(crate) struct TokenStore {
     tokens: HashMap<String, TokenInfo>,
     rng: Rng,
+}
+
+impl std::fmt::Debug for TokenStore {
+    // Token values are secrets: only their number is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStore")
+            .field("tokens", &self.tokens.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Result of looking a token up.
