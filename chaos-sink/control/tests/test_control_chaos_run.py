@@ -552,3 +552,51 @@ def test_bad_arguments_disable_the_control_not_the_run(
     assert any(
         re.search(r"disabled for this run: mode must be one of", line) for line in _warnings(run)
     )
+
+
+def test_sigterm_during_an_activity(tmp_path: Path, fake_sink: FakeCloudEventsSink, chaos_cli: Path) -> None:
+    """Chaos Toolkit turns SIGTERM into InterruptExecution in the middle of an activity: that run
+    has no status in the journal, and the run ends `interrupted` with every event delivered."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import PYLIB
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K_")}
+    env.update(K_SINK=fake_sink.url, PYTHONPATH=str(PYLIB))
+    journal_path = tmp_path / "journal.json"
+    settings = tmp_path / "settings.json"
+    settings.write_text("{}")
+    proc = subprocess.Popen(
+        [str(chaos_cli), "--no-version-check", "--no-log-file", "--settings", str(settings), "run",
+         "--journal-path", str(journal_path), str(EXPERIMENTS / "sigterm.json")],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if any(e["data"].get("name") == "long-sleep" for e in fake_sink.events()):
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the long-sleep action never started")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, stderr[-2000:]
+    journal = json.loads(journal_path.read_text())
+    assert journal["status"] == "interrupted"
+    assert "status" not in journal["run"][0]
+    events = fake_sink.events()
+    types = [e["type"][len("org.chaostoolkit."):] for e in events]
+    assert types[-4:] == ["activity.started", "activity.finished", "method.finished", "experiment.finished"]
+    sleeper = events[-3]["data"]
+    assert (sleeper["name"], sleeper["status"]) == ("long-sleep", "failed")
+    assert sleeper["duration"] < 10
+    assert events[-1]["data"]["status"] == "interrupted"
+    assert "rollbacks.started" not in types
