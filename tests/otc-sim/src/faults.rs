@@ -22,6 +22,11 @@ pub enum Fault {
     },
     /// The request is answered normally, but only after this delay (for client timeout tests).
     Delay(Duration),
+    /// Expires every token issued so far, then serves the request normally (so a token-authenticated
+    /// request gets 401). Queue it behind `Pass` entries to expire tokens exactly at the N-th request.
+    ExpireTokens,
+    /// No fault: the request is served normally. Only takes a place in the queue.
+    Pass,
 }
 
 impl Fault {
@@ -44,13 +49,14 @@ impl Fault {
             _ => None,
         }
     }
-    /// The HTTP status this fault answers with (200 for a delay).
+    /// The HTTP status this fault answers with (200 for `Delay` and `Pass`, 401 for `ExpireTokens` with a token).
     pub fn status(&self) -> u16 {
         match self {
             Self::TooManyRequests { .. } => 429,
             Self::InternalError => 500,
             Self::ServiceUnavailable { .. } => 503,
-            Self::Delay(_) => 200,
+            Self::ExpireTokens => 401,
+            Self::Delay(_) | Self::Pass => 200,
         }
     }
 }

@@ -90,10 +90,15 @@ pub(crate) fn serve(
                         fault,
                     });
                 };
-                let (delay, call) = match fault {
-                    Some(Fault::Delay(d)) => (Some(d), Ok(srv.call(req))),
-                    Some(f) => (None, Err((req, f))),
-                    None => (None, Ok(srv.call(req))),
+                // (delay, counted as a served fault, the call or the fault answer)
+                let (delay, faulted, call) = match fault {
+                    Some(Fault::Delay(d)) => (Some(d), true, Ok(srv.call(req))),
+                    Some(Fault::ExpireTokens) => {
+                        lock(&st.tokens).expire_all(crate::ids::now_ms());
+                        (None, true, Ok(srv.call(req)))
+                    }
+                    Some(Fault::Pass) | None => (None, false, Ok(srv.call(req))),
+                    Some(f) => (None, true, Err((req, f))),
                 };
                 async move {
                     match call {
@@ -103,14 +108,14 @@ pub(crate) fn serve(
                             }
                             match fut.await {
                                 Ok(res) => {
-                                    record(&st, res.status().as_u16(), delay.is_some());
+                                    record(&st, res.status().as_u16(), faulted);
                                     Ok(res.map_into_left_body())
                                 }
                                 Err(e) => {
                                     record(
                                         &st,
                                         e.as_response_error().status_code().as_u16(),
-                                        delay.is_some(),
+                                        faulted,
                                     );
                                     Err(e)
                                 }

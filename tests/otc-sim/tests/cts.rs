@@ -531,3 +531,20 @@ async fn fifty_thousand_trace_window_pages_exactly_once() {
         started.elapsed() - generated
     );
 }
+
+#[tokio::test]
+async fn tokens_expire_exactly_at_the_nth_cts_request() {
+    let (sim, _) = sim_with(10, 16).await;
+    let (token, _) = common::password_token(&sim).await;
+    sim.inject_fault(FaultTarget::Cts, Fault::Pass, 2);
+    sim.inject_fault(FaultTarget::Cts, Fault::ExpireTokens, 1);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(get_token(&sim.cts_v3_url(), &token).await.0);
+    }
+    assert_eq!(statuses, [200, 200, 401, 401]);
+    // Re-authentication gives a working token.
+    let (fresh, _) = common::password_token(&sim).await;
+    assert_eq!(get_token(&sim.cts_v3_url(), &fresh).await.0, 200);
+    assert_eq!(sim.stats().faults_served, 1);
+}
