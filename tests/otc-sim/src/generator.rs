@@ -66,10 +66,14 @@ fn pick_weighted<T>(
 pub(crate) fn gen_trace(rng: &mut Rng, lag: &LagSettings, time: i64) -> StoredTrace {
     let op_idx = pick_weighted(rng, OPS, |_| true, |o| o.weight);
     let op = &OPS[op_idx];
+    // Platform operations are done by service users; console-only ones (login) by people.
     let user_idx = pick_weighted(
         rng,
         USERS,
-        |u| (u.kind == UserKind::Service) == op.system,
+        |u| {
+            (u.kind == UserKind::Service) == op.system
+                && !(op.console_only && u.kind != UserKind::Human)
+        },
         |u| u.weight,
     );
     let user = &USERS[user_idx];

@@ -92,7 +92,7 @@ pub struct Stats {
     pub requests: BTreeMap<Endpoint, u64>,
     /// Responses with status 401.
     pub auth_failures: u64,
-    /// Injected faults served (429/500/503 and delays).
+    /// Injected faults served (429/500/503, delays, token expiries; `Pass` is not counted).
     pub faults_served: u64,
     /// Tokens issued by `POST /v3/auth/tokens`.
     pub tokens_issued: u64,

@@ -817,6 +817,7 @@ impl GenTrace {
 fn error_message(code: u16) -> &'static str {
     match code {
         400 => "Invalid request parameter.",
+        401 => "The username or password is wrong.",
         403 => "Policy doesn't allow this operation to be performed.",
         404 => "The resource could not be found.",
         409 => "The resource is in a conflicting state.",
