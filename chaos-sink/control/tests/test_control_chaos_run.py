@@ -18,7 +18,7 @@ import pytest
 from chaoslib import experiment_hash
 from jsonschema import Draft202012Validator
 
-from conftest import (
+from cloudevents_testkit import (
     ENV_CONFIG_VALUE,
     ENV_SECRET_VALUE,
     EXPERIMENTS,
@@ -554,7 +554,9 @@ def test_bad_arguments_disable_the_control_not_the_run(
     )
 
 
-def test_sigterm_during_an_activity(tmp_path: Path, fake_sink: FakeCloudEventsSink, chaos_cli: Path) -> None:
+def test_sigterm_during_an_activity(
+    tmp_path: Path, fake_sink: FakeCloudEventsSink, chaos_cli: Path
+) -> None:
     """Chaos Toolkit turns SIGTERM into InterruptExecution in the middle of an activity: that run
     has no status in the journal, and the run ends `interrupted` with every event delivered."""
     import os
@@ -562,7 +564,7 @@ def test_sigterm_during_an_activity(tmp_path: Path, fake_sink: FakeCloudEventsSi
     import subprocess
     import time
 
-    from conftest import PYLIB
+    from cloudevents_testkit import PYLIB
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("K_")}
     env.update(K_SINK=fake_sink.url, PYTHONPATH=str(PYLIB))
@@ -570,9 +572,22 @@ def test_sigterm_during_an_activity(tmp_path: Path, fake_sink: FakeCloudEventsSi
     settings = tmp_path / "settings.json"
     settings.write_text("{}")
     proc = subprocess.Popen(
-        [str(chaos_cli), "--no-version-check", "--no-log-file", "--settings", str(settings), "run",
-         "--journal-path", str(journal_path), str(EXPERIMENTS / "sigterm.json")],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            str(chaos_cli),
+            "--no-version-check",
+            "--no-log-file",
+            "--settings",
+            str(settings),
+            "run",
+            "--journal-path",
+            str(journal_path),
+            str(EXPERIMENTS / "sigterm.json"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20
@@ -593,8 +608,13 @@ def test_sigterm_during_an_activity(tmp_path: Path, fake_sink: FakeCloudEventsSi
     assert journal["status"] == "interrupted"
     assert "status" not in journal["run"][0]
     events = fake_sink.events()
-    types = [e["type"][len("org.chaostoolkit."):] for e in events]
-    assert types[-4:] == ["activity.started", "activity.finished", "method.finished", "experiment.finished"]
+    types = [e["type"][len("org.chaostoolkit.") :] for e in events]
+    assert types[-4:] == [
+        "activity.started",
+        "activity.finished",
+        "method.finished",
+        "experiment.finished",
+    ]
     sleeper = events[-3]["data"]
     assert (sleeper["name"], sleeper["status"]) == ("long-sleep", "failed")
     assert sleeper["duration"] < 10

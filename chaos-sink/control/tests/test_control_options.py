@@ -89,7 +89,14 @@ def test_numbers_from_substituted_strings() -> None:
 def test_extensions_and_knative_overrides() -> None:
     environ = {
         "K_CE_OVERRIDES": json.dumps(
-            {"extensions": {"Team": "platform", "cluster": "prod", "chaosrunid": "no", "bad_name": "x"}}
+            {
+                "extensions": {
+                    "Team": "platform",
+                    "cluster": "prod",
+                    "chaosrunid": "no",
+                    "bad_name": "x",
+                }
+            }
         ),
         "K_CA_CERTS": "-----BEGIN CERTIFICATE-----",
     }

@@ -13,7 +13,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from chaoscloudevents.events import ALL_EVENT_TYPES
-from conftest import REPO, SCHEMA_DIR
+from cloudevents_testkit import REPO, SCHEMA_DIR
 
 DOC = REPO / "docs" / "chaos-events.md"
 
