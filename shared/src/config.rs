@@ -133,6 +133,15 @@ fn name_the_variable(err: ConfigError, vars: &[(String, String)]) -> ConfigError
     }
 }
 
+/// A variable list for [`from_vars`] and the `from_vars` constructors, from literal pairs (tests).
+#[cfg(any(test, feature = "testkit"))]
+pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Parses YAML text; `origin` names the source in errors.
 pub fn from_yaml_str<T: DeserializeOwned>(text: &str, origin: &Path) -> Result<T, ConfigError> {
     serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
@@ -245,13 +254,6 @@ mod tests {
 
     fn default_port() -> u16 {
         8080
-    }
-
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

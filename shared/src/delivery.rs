@@ -383,12 +383,7 @@ fn read_token(path: &std::path::Path) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::vars;
 
     #[test]
     fn config_from_env() {

@@ -167,7 +167,8 @@ impl<H: EventHandler> RunningServer<H> {
     }
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C): the shutdown trigger for every binary of the workspace.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
