@@ -49,6 +49,7 @@ class _Behaviour:
     retry_after: Optional[str] = None
     fail_first: int = 0  # answer `status` to the first N requests, then 202
     drop_keepalive: bool = False  # close the connection after answering, without saying so
+    body_size: int = 0  # bytes of (meaningless) response body
 
 
 class FakeCloudEventsSink:
@@ -76,7 +77,7 @@ class FakeCloudEventsSink:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                status, delay, retry_after, drop = sink._decide()
+                status, delay, retry_after, drop, body_size = sink._decide()
                 if delay:
                     time.sleep(delay)
                 raw = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in self.headers.items())
@@ -95,8 +96,9 @@ class FakeCloudEventsSink:
                 self.send_response(status)
                 if retry_after is not None and status != 202:
                     self.send_header("Retry-After", retry_after)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(body_size))
                 self.end_headers()
+                self.wfile.write(b"x" * body_size)
                 if drop:  # like a server whose idle timeout closed a kept-alive connection
                     self.close_connection = True
 
@@ -133,18 +135,21 @@ class FakeCloudEventsSink:
         retry_after: Optional[str] = None,
         fail_first: int = 0,
         drop_keepalive: bool = False,
+        body_size: int = 0,
     ) -> None:
         with self._lock:
-            self._behaviour = _Behaviour(status, delay, retry_after, fail_first, drop_keepalive)
+            self._behaviour = _Behaviour(
+                status, delay, retry_after, fail_first, drop_keepalive, body_size
+            )
             self._seen = 0
 
-    def _decide(self) -> Tuple[int, float, Optional[str], bool]:
+    def _decide(self) -> Tuple[int, float, Optional[str], bool, int]:
         with self._lock:
             b = self._behaviour
             self._seen += 1
             if b.fail_first and self._seen > b.fail_first:
-                return 202, 0.0, None, b.drop_keepalive
-            return b.status, b.delay, b.retry_after, b.drop_keepalive
+                return 202, 0.0, None, b.drop_keepalive, b.body_size
+            return b.status, b.delay, b.retry_after, b.drop_keepalive, b.body_size
 
     # ---- inspection ----------------------------------------------------------------------
     def accepted(self) -> List[RecordedRequest]:

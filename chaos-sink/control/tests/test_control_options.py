@@ -73,6 +73,7 @@ def test_mode_is_case_insensitive() -> None:
         ({"headers": {"ce-id": "x"}}, "control owns it"),
         ({"headers": {"Content-Type": "x"}}, "control owns it"),
         ({"headers": {"X-A": "a\r\nInjected: 1"}}, "line break"),
+        ({"headers": {"X-A": "Zürich ✓"}}, "ISO-8859-1"),
         ({"public_configuration_keys": "region"}, "list of strings"),
     ],
 )

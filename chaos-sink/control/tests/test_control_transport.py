@@ -215,6 +215,16 @@ def test_kept_alive_connection_closed_by_the_sink_is_reopened_at_once(
     transport.close()
 
 
+def test_a_big_response_body_does_not_break_the_next_request(
+    fake_sink: FakeCloudEventsSink,
+) -> None:
+    fake_sink.answer(status=200, body_size=200_000)
+    transport = HttpTransport(fake_sink.url)
+    assert transport.send(encode(event())).result == DELIVERED
+    assert transport.send(encode(event())).result == DELIVERED
+    transport.close()
+
+
 @pytest.mark.parametrize("url", ["ftp://x/", "localhost:8080", "http:///nohost", ""])
 def test_invalid_sink_urls(url: str) -> None:
     with pytest.raises(ValueError):

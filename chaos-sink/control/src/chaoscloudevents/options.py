@@ -183,6 +183,10 @@ def _headers(values: Any) -> Dict[str, str]:
         text = _attribute_value(value)
         if "\r" in text or "\n" in text:
             raise OptionError(f"headers: the value of {key!r} contains a line break")
+        try:
+            text.encode("latin-1")
+        except UnicodeEncodeError:
+            raise OptionError(f"headers: the value of {key!r} is not ISO-8859-1 text") from None
         out[name] = text
     return out
 

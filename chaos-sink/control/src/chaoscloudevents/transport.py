@@ -205,8 +205,8 @@ class HttpTransport:
                 response.read(_MAX_RESPONSE_BYTES)
                 status = response.status
                 retry_after = parse_retry_after(response.getheader("Retry-After"))
-                if response.will_close:
-                    self.close()
+                if response.will_close or not response.isclosed():
+                    self.close()  # the sink closes it, or its body was too big to drain
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self.close()
                 if reused:
