@@ -239,6 +239,7 @@ def test_passing_run_sequence(runs: Dict[str, ChaosRun]) -> None:
     started = run.of("experiment.started")[0]["data"]
     assert started["tags"] == ["ce-test", "passing"]
     assert started["description"] == "A passing run: every probe and action succeeds."
+    assert started["dry"] is None
 
 
 def test_free_text_title_is_percent_encoded_in_binary_mode(runs: Dict[str, ChaosRun]) -> None:
@@ -620,3 +621,14 @@ def test_sigterm_during_an_activity(
     assert sleeper["duration"] < 10
     assert events[-1]["data"]["status"] == "interrupted"
     assert "rollbacks.started" not in types
+
+
+def test_dry_run_is_flagged(fake_sink: FakeCloudEventsSink, chaos_run: Any) -> None:
+    run = chaos_run("passing.json", sink=fake_sink, extra_args=["--dry", "actions"])
+    assert run.returncode == 0
+    assert run.events[0]["data"]["dry"] == "actions"
+    assert len(run.events) == 24
+    # chaos run --dry puts an enum into the experiment; the reference still is chaoslib's hash
+    assert run.events[0]["chaosexperiment"] == experiment_hash(
+        {**run.journal["experiment"], "dry": "actions"}
+    )

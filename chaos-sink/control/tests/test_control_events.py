@@ -151,12 +151,21 @@ def test_experiment_started() -> None:
         "description": "desc",
         "tags": ["a", "b"],
         "start": event.time,
+        "dry": None,
     }
 
 
 def test_experiment_started_without_description_and_tags() -> None:
     event = factory().experiment_started({"title": "x"}, journal(), T0)
     assert event.data["description"] is None and event.data["tags"] == []
+
+
+@pytest.mark.parametrize(
+    "dry, expected", [(None, None), (Dry.ACTIONS, "actions"), ("probes", "probes")]
+)
+def test_experiment_started_says_whether_the_run_is_dry(dry: Any, expected: Optional[str]) -> None:
+    event = factory().experiment_started({"title": "x", "dry": dry}, journal(), T0)
+    assert event.data["dry"] == expected
 
 
 @pytest.mark.parametrize(

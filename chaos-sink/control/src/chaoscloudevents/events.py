@@ -370,11 +370,18 @@ class EventFactory:
     def experiment_started(
         self, experiment: Mapping[str, Any], journal: Mapping[str, Any], now: datetime
     ) -> CloudEvent:
-        """``experiment.started`` at the journal's ``start``."""
+        """``experiment.started`` at the journal's ``start``.
+
+        Besides the design's fields it carries ``dry``: the ``chaos run --dry`` mode (``probes``,
+        ``actions``, ``activities``, ``pause``) or null for a real run.
+        """
         start = parse_time(journal.get("start")) or now
         tags = experiment.get("tags") or []
         description = experiment.get("description")
-        data = {
+        dry = experiment.get("dry")
+        if isinstance(dry, Enum):
+            dry = dry.value
+        data: Dict[str, Any] = {
             "title": self._title,
             "description": (
                 self.redactor.scrub_text(str(description)) if description is not None else None
@@ -383,6 +390,7 @@ class EventFactory:
             if isinstance(tags, (list, tuple))
             else [],
             "start": format_time(start),
+            "dry": str(dry) if dry else None,
         }
         return self.event(EXPERIMENT_STARTED, start, data)
 
