@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Callable, Deque, Optional, Protocol
+from typing import Deque, Optional, Protocol
 
 from chaoscloudevents.transport import DELIVERED, REJECTED, HttpRequest, SendOutcome
 
@@ -79,7 +79,6 @@ class Sender:
         sink_label: str,
         queue_size: int = 1000,
         policy: RetryPolicy = RetryPolicy(),
-        sleep: Optional[Callable[[float], bool]] = None,
     ) -> None:
         self._transport = transport
         self._sink = sink_label
@@ -89,8 +88,8 @@ class Sender:
         self._cond = threading.Condition()
         self._inflight = False
         self._closed = False
-        self._abandon = threading.Event()
-        self._sleep = sleep or self._abandon.wait
+        self._closing = threading.Event()  # the run is over: flushing
+        self._abandon = threading.Event()  # the flush window is over: give up
         self._thread: Optional[threading.Thread] = None
         self._warned = False
         self._drop_warned = False
@@ -155,6 +154,7 @@ class Sender:
                 return self._final
             self._closed = True
             self._cond.notify_all()
+        self._closing.set()
         flushed = self.flush(timeout)
         self._abandon.set()
         with self._cond:
@@ -215,15 +215,31 @@ class Sender:
             if outcome.result == REJECTED:
                 self.stats.failed += 1
                 return
-            if attempt >= self._policy.max_retries or self._abandon.is_set():
+            if (
+                attempt >= self._policy.max_retries
+                or self._abandon.is_set()
+                # at the end of the run a sink that refuses connections will not take the rest
+                # in time: do not spend the flush window on it (timeouts and 5xx are retried)
+                or (outcome.unreachable and self._closing.is_set())
+            ):
                 self.stats.failed += 1
                 return
-            delay = self._policy.delay(attempt, outcome.retry_after)
             attempt += 1
             self.stats.retried += 1
-            if self._sleep(delay):  # abandoned while waiting (end of the flush window)
+            if self._pause(self._policy.delay(attempt - 1, outcome.retry_after)):
                 self.stats.failed += 1
                 return
+
+    def _pause(self, delay: float) -> bool:
+        """Wait before a retry; True when the flush window ran out meanwhile.
+
+        While the run goes on, the end of the run cuts the wait short (the next attempt then
+        tells at once whether the sink is reachable at all)."""
+        if not self._closing.is_set():
+            self._closing.wait(delay)
+        else:
+            self._abandon.wait(delay)
+        return self._abandon.is_set()
 
     def _warn_once(self, request: HttpRequest, outcome: SendOutcome) -> None:
         if self._warned:

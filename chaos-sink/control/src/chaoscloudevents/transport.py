@@ -15,6 +15,7 @@ does: 2xx delivered; connection errors, timeouts, 404, 408, 409, 425, 429 and 5x
 from __future__ import annotations
 
 import email.utils
+import errno
 import http.client
 import json
 import os
@@ -113,6 +114,8 @@ class SendOutcome:
     result: str  # DELIVERED, RETRY or REJECTED
     detail: str
     retry_after: Optional[float] = None
+    #: nothing answers at the sink's address (connection refused, unknown host, no route)
+    unreachable: bool = False
 
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
@@ -215,13 +218,19 @@ class HttpTransport:
             except (OSError, http.client.HTTPException) as exc:
                 # connection refused, DNS, TLS, timeouts (socket.timeout is an OSError)
                 self.close()
-                return SendOutcome(RETRY, _describe(exc))
+                return SendOutcome(RETRY, _describe(exc), unreachable=_unreachable(exc))
             if 200 <= status < 300:
                 return SendOutcome(DELIVERED, f"HTTP {status}")
             if status in RETRYABLE_STATUSES or 500 <= status < 600:
                 return SendOutcome(RETRY, f"HTTP {status}", retry_after)
             return SendOutcome(REJECTED, f"HTTP {status}")
         return SendOutcome(RETRY, "connection closed by the sink")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
 def _describe(exc: BaseException) -> str:
