@@ -648,3 +648,18 @@ def test_dry_run_is_flagged(fake_sink: FakeCloudEventsSink, chaos_run: Any) -> N
     assert run.events[0]["chaosexperiment"] == experiment_hash(
         {**run.journal["experiment"], "dry": "actions"}
     )
+
+
+def test_control_file_enables_it_for_a_run(
+    tmp_path: Path, fake_sink: FakeCloudEventsSink, chaos_run: Any
+) -> None:
+    control_file = tmp_path / "cloudevents.json"
+    control_file.write_text(json.dumps(_global_control(sink_url=fake_sink.url)["controls"]))
+    run = chaos_run(
+        "passing.json",
+        sink=fake_sink,
+        experiment_path=_experiment_without_controls(tmp_path),
+        extra_args=["--control-file", str(control_file)],
+    )
+    assert run.returncode == 0
+    assert len(run.events) == 24
