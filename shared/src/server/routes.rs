@@ -153,7 +153,8 @@ pub async fn ingest<H: EventHandler>(
             .body(r#"{"error":"events are delivered with POST"}"#);
     }
     let started = Instant::now();
-    state.metrics.in_flight.inc();
+    // Dropped also when the client goes away and actix drops this future mid-request.
+    let _in_flight = InFlight::enter(&state.metrics.in_flight);
     let span =
         tracing::info_span!("sink.request", path = %req.path(), events = tracing::field::Empty);
     crate::telemetry::continue_trace(
@@ -163,7 +164,6 @@ pub async fn ingest<H: EventHandler>(
             .map(|(n, v)| (n.as_str(), v.as_bytes())),
     );
     let response = handle_events(&req, payload, &state).instrument(span).await;
-    state.metrics.in_flight.dec();
     state
         .metrics
         .requests
@@ -174,6 +174,21 @@ pub async fn ingest<H: EventHandler>(
         .duration
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn handle_events<H: EventHandler>(
