@@ -1,0 +1,3 @@
+//! The `grafana` list (defined with the rest of the file format in [`crate::config`]).
+
+pub use crate::config::{GrafanaAuth, GrafanaConfig};

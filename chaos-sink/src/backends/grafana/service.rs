@@ -1,0 +1,316 @@
+//! One Grafana server: regions per run and per activity, each created once.
+//!
+//! Per run the service remembers the region's annotation id and the activity annotations it made.
+//! The first time it sees a run (a new run, or a run it forgot because the sink restarted) it asks
+//! Grafana for the annotations tagged `run:<id>` (`GET /api/annotations?tags=run:<id>`), so a
+//! redelivered event never creates a second annotation.
+
+use super::encoding::{Target, run_tag};
+use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
+use crate::config::{GrafanaAuth, GrafanaConfig};
+use crate::events::{ActivityType, ChaosEvent, EventKind, epoch_ms};
+use crate::metrics::BackendCounters;
+use crate::state::{RunLimits, RunMap};
+use base64::Engine as _;
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use serde::Deserialize;
+use shared::retry::RetryPolicy;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use url::Url;
+
+/// An annotation as Grafana lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Existing {
+    /// Annotation id.
+    pub id: i64,
+    /// Start, epoch ms.
+    #[serde(default)]
+    pub time: i64,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct GrafanaRun {
+    looked_up: bool,
+    region: Option<i64>,
+    region_closed: bool,
+    activities: HashMap<String, i64>,
+    found: Vec<Existing>,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: i64,
+}
+
+/// A Grafana server.
+pub struct GrafanaService {
+    name: String,
+    client: reqwest::Client,
+    url: Url,
+    auth: Option<HeaderValue>,
+    target: Target,
+    only_actions: bool,
+    policy: RetryPolicy,
+    counters: BackendCounters,
+    runs: RunMap<GrafanaRun>,
+    probe: Probe,
+}
+
+/// A run's state after a batch and the outcome of each of its events.
+type RunResult = (String, GrafanaRun, Vec<(usize, Outcome)>);
+
+/// At most this many runs of one batch are worked on at once.
+const RUN_CONCURRENCY: usize = 32;
+
+impl GrafanaService {
+    /// Builds the client (trusting `cert_file`, if set).
+    pub fn new(
+        name: &str,
+        cfg: &GrafanaConfig,
+        limits: RunLimits,
+        policy: RetryPolicy,
+        counters: BackendCounters,
+    ) -> Result<Self, String> {
+        let ca = match &cfg.cert_file {
+            Some(p) => Some(
+                std::fs::read(p).map_err(|e| format!("{name}.cert_file {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let client = http_client(cfg.timeout(), ca.as_deref())?;
+        let url = cfg.annotations_url().map_err(|e| e.to_string())?;
+        let auth = match cfg.auth_kind() {
+            GrafanaAuth::Basic => {
+                let user = cfg.username.clone().unwrap_or_default();
+                let pass = cfg
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose())
+                    .unwrap_or_default();
+                let enc =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+                Some(format!("Basic {enc}"))
+            }
+            GrafanaAuth::Bearer => cfg
+                .api_token
+                .as_ref()
+                .map(|t| format!("Bearer {}", t.expose())),
+            GrafanaAuth::None => None,
+        }
+        .map(|v| {
+            HeaderValue::from_str(&v)
+                .map_err(|_| format!("{name}: credentials are not header-safe"))
+        })
+        .transpose()?;
+        let mut probe_url = url.clone();
+        probe_url.query_pairs_mut().append_pair("limit", "1");
+        let probe = get_probe(
+            client.clone(),
+            probe_url,
+            auth.clone().map(|v| (AUTHORIZATION, v)),
+        );
+        Ok(Self {
+            name: name.to_owned(),
+            client,
+            url,
+            auth,
+            target: Target::new(cfg),
+            only_actions: cfg.only_actions,
+            policy,
+            counters,
+            runs: RunMap::new(limits),
+            probe,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        let mut req = self
+            .client
+            .request(method, url)
+            .header(ACCEPT, "application/json");
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        req
+    }
+
+    async fn post(&self, body: serde_json::Value) -> Result<i64, CallError> {
+        let what = format!("{} annotation", self.name);
+        let reply = call(&self.policy, &self.counters, &what, || {
+            self.request(reqwest::Method::POST, self.url.clone())
+                .json(&body)
+        })
+        .await?;
+        serde_json::from_slice::<Created>(&reply.body)
+            .map(|c| c.id)
+            .map_err(|e| CallError::Unavailable {
+                reason: format!("unexpected answer to POST (no id): {e}"),
+                retry_after: None,
+            })
+    }
+
+    async fn patch(&self, id: i64, body: serde_json::Value) -> Result<(), CallError> {
+        let mut url = self.url.clone();
+        let path = format!("{}/{id}", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        let what = format!("{} annotation update", self.name);
+        call(&self.policy, &self.counters, &what, || {
+            self.request(reqwest::Method::PATCH, url.clone())
+                .json(&body)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn lookup(&self, run_id: &str, st: &mut GrafanaRun) -> Result<(), CallError> {
+        if st.looked_up {
+            return Ok(());
+        }
+        let mut url = self.url.clone();
+        url.query_pairs_mut()
+            .append_pair("tags", &run_tag(run_id))
+            .append_pair("limit", "1000");
+        let what = format!("{} annotation search", self.name);
+        let reply = call(&self.policy, &self.counters, &what, || {
+            self.request(reqwest::Method::GET, url.clone())
+        })
+        .await?;
+        let found: Vec<Existing> =
+            serde_json::from_slice(&reply.body).map_err(|e| CallError::Unavailable {
+                reason: format!("unexpected answer to the annotation search: {e}"),
+                retry_after: None,
+            })?;
+        if let Some(region) = found
+            .iter()
+            .find(|a| a.tags.iter().any(|t| t == "experiment"))
+        {
+            st.region = Some(region.id);
+            st.region_closed = region.tags.iter().any(|t| t.starts_with("status:"));
+        }
+        st.found = found
+            .into_iter()
+            .filter(|a| a.tags.iter().any(|t| t == "activity"))
+            .collect();
+        st.looked_up = true;
+        Ok(())
+    }
+
+    async fn handle(&self, st: &mut GrafanaRun, ev: &ChaosEvent) -> Result<(), CallError> {
+        match &ev.kind {
+            EventKind::ExperimentStarted(d) => {
+                self.lookup(&ev.run_id, st).await?;
+                if st.region.is_none() {
+                    let id = self.post(self.target.region_start(ev, d)).await?;
+                    st.region = Some(id);
+                }
+            }
+            EventKind::ExperimentFinished(d) => {
+                self.lookup(&ev.run_id, st).await?;
+                if !st.region_closed {
+                    match st.region {
+                        Some(id) => self.patch(id, self.target.region_end(ev, d, false)).await?,
+                        None => {
+                            let id = self.post(self.target.region_end(ev, d, true)).await?;
+                            st.region = Some(id);
+                        }
+                    }
+                    st.region_closed = true;
+                }
+            }
+            EventKind::ActivityFinished(d) => {
+                if self.only_actions && d.activity_type == ActivityType::Probe {
+                    return Ok(());
+                }
+                let key = d.key();
+                if st.activities.contains_key(&key) {
+                    return Ok(());
+                }
+                self.lookup(&ev.run_id, st).await?;
+                let start = epoch_ms(&d.start);
+                let phase_tag = format!("phase:{}", d.phase.as_str());
+                let existing = st.found.iter().find(|a| {
+                    a.time == start && a.tags.contains(&phase_tag) && a.tags.contains(&d.name)
+                });
+                let id = match existing {
+                    Some(a) => a.id,
+                    None => self.post(self.target.activity(ev, d)).await?,
+                };
+                st.activities.insert(key, id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Service for GrafanaService {
+    async fn process(&mut self, batch: &[Arc<ChaosEvent>]) -> Vec<Outcome> {
+        // Group by run (a run's events in order, its start first); runs are worked on concurrently.
+        let mut order: Vec<String> = Vec::new();
+        let mut by_run: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, ev) in batch.iter().enumerate() {
+            if !matches!(
+                ev.kind,
+                EventKind::ExperimentStarted(_)
+                    | EventKind::ExperimentFinished(_)
+                    | EventKind::ActivityFinished(_)
+            ) {
+                continue;
+            }
+            by_run
+                .entry(ev.run_id.clone())
+                .or_insert_with(|| {
+                    order.push(ev.run_id.clone());
+                    Vec::new()
+                })
+                .push(i);
+        }
+        let mut work = Vec::with_capacity(order.len());
+        for run in order {
+            let mut idx = by_run.remove(&run).unwrap_or_default();
+            idx.sort_by_key(|i| !matches!(batch[*i].kind, EventKind::ExperimentStarted(_)));
+            let st = self.runs.entry(&run, GrafanaRun::default).clone();
+            work.push((run, idx, st));
+        }
+        let this = &*self;
+        let results: Vec<RunResult> = futures_util::stream::iter(work)
+            .map(|(run, idx, mut st)| async move {
+                let mut outs = Vec::with_capacity(idx.len());
+                for i in idx {
+                    let o = match this.handle(&mut st, &batch[i]).await {
+                        Ok(()) => Outcome::Done,
+                        Err(e) => e.into(),
+                    };
+                    outs.push((i, o));
+                }
+                (run, st, outs)
+            })
+            .buffer_unordered(RUN_CONCURRENCY)
+            .collect()
+            .await;
+        let mut outcomes = vec![Outcome::Done; batch.len()];
+        for (run, st, outs) in results {
+            *self.runs.entry(&run, GrafanaRun::default) = st;
+            for (i, o) in outs {
+                if let Some(slot) = outcomes.get_mut(i) {
+                    *slot = o;
+                }
+            }
+        }
+        outcomes
+    }
+
+    async fn tick(&mut self) {
+        self.runs.expire(Instant::now());
+    }
+
+    fn probe(&self) -> Probe {
+        self.probe.clone()
+    }
+}

@@ -1,0 +1,165 @@
+//! Writes batches of line protocol to InfluxDB: v1 `POST /write?db=` (Basic auth when a user is
+//! configured) or v2 `POST /api/v2/write?org=&bucket=` (`Authorization: Token`).
+
+use super::encoding;
+use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
+use crate::config::{InfluxApi, InfluxConfig, Precision};
+use crate::events::ChaosEvent;
+use crate::metrics::BackendCounters;
+use base64::Engine as _;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use shared::retry::RetryPolicy;
+use std::sync::Arc;
+use url::Url;
+
+/// The InfluxDB backend.
+pub struct InfluxService {
+    client: reqwest::Client,
+    write_url: Url,
+    auth: Option<HeaderValue>,
+    precision: Precision,
+    batch_size: usize,
+    policy: RetryPolicy,
+    counters: BackendCounters,
+    probe: Probe,
+}
+
+impl InfluxService {
+    /// Builds the client and URLs.
+    pub fn new(
+        cfg: &InfluxConfig,
+        policy: RetryPolicy,
+        counters: BackendCounters,
+    ) -> Result<Self, String> {
+        let client = http_client(cfg.timeout(), None)?;
+        let write_url = cfg.write_url().map_err(|e| e.to_string())?;
+        let auth = match cfg.api() {
+            InfluxApi::V1 => match (&cfg.username, &cfg.password) {
+                (Some(u), Some(p)) => {
+                    let raw = format!("{u}:{}", p.expose());
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+                    Some(header_value(&format!("Basic {encoded}"))?)
+                }
+                _ => None,
+            },
+            InfluxApi::V2 => cfg
+                .token
+                .as_ref()
+                .map(|t| header_value(&format!("Token {}", t.expose())))
+                .transpose()?,
+        };
+        let base = cfg.base_url().map_err(|e| e.to_string())?;
+        let probe_url = match (cfg.api(), &auth) {
+            (InfluxApi::V1, None) => join(&base, "ping"),
+            (InfluxApi::V1, Some(_)) => {
+                let mut u = join(&base, "query");
+                u.query_pairs_mut().append_pair("q", "SHOW DATABASES");
+                u
+            }
+            (InfluxApi::V2, _) => {
+                let mut u = join(&base, "api/v2/buckets");
+                u.query_pairs_mut()
+                    .append_pair("org", cfg.org.as_deref().unwrap_or_default())
+                    .append_pair("name", cfg.bucket.as_deref().unwrap_or_default())
+                    .append_pair("limit", "1");
+                u
+            }
+        };
+        let probe = get_probe(
+            client.clone(),
+            probe_url,
+            auth.clone().map(|v| (AUTHORIZATION, v)),
+        );
+        Ok(Self {
+            client,
+            write_url,
+            auth,
+            precision: cfg.precision,
+            batch_size: cfg.batch_size,
+            policy,
+            counters,
+            probe,
+        })
+    }
+
+    async fn write(&self, body: String) -> Result<(), CallError> {
+        let body = bytes::Bytes::from(body);
+        call(&self.policy, &self.counters, "influxdb write", || {
+            let mut req = self
+                .client
+                .post(self.write_url.clone())
+                .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(body.clone());
+            if let Some(a) = &self.auth {
+                req = req.header(AUTHORIZATION, a.clone());
+            }
+            req
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Writes the lines of `events` in requests of at most `batch_size` lines.
+    async fn write_events(&self, events: &[Arc<ChaosEvent>]) -> Result<(), CallError> {
+        let mut body = String::new();
+        let mut lines = 0usize;
+        for ev in events {
+            lines += encoding::encode(ev, self.precision, &mut body);
+            if lines >= self.batch_size {
+                self.write(std::mem::take(&mut body)).await?;
+                lines = 0;
+            }
+        }
+        if lines > 0 {
+            self.write(body).await?;
+        }
+        Ok(())
+    }
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(s)
+        .map_err(|_| "credentials contain characters not allowed in a header".into())
+}
+
+fn join(base: &Url, path: &str) -> Url {
+    let mut u = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    u.set_path(&format!("{prefix}/{path}"));
+    u.set_query(None);
+    u
+}
+
+impl Service for InfluxService {
+    async fn process(&mut self, batch: &[Arc<ChaosEvent>]) -> Vec<Outcome> {
+        match self.write_events(batch).await {
+            Ok(()) => vec![Outcome::Done; batch.len()],
+            Err(CallError::Rejected(_)) if batch.len() > 1 => {
+                // Find the event InfluxDB refuses; the others still go in.
+                let mut out = Vec::with_capacity(batch.len());
+                for ev in batch {
+                    out.push(match self.write_events(std::slice::from_ref(ev)).await {
+                        Ok(()) => Outcome::Done,
+                        Err(e) => {
+                            if let CallError::Rejected(r) = &e {
+                                tracing::error!(event = %ev.id, reason = %r, "InfluxDB rejected the points of an event");
+                            }
+                            e.into()
+                        }
+                    });
+                }
+                out
+            }
+            Err(e) => {
+                if let CallError::Rejected(r) = &e {
+                    tracing::error!(reason = %r, "InfluxDB rejected the points of an event");
+                }
+                vec![Outcome::from(e); batch.len()]
+            }
+        }
+    }
+
+    fn probe(&self) -> Probe {
+        self.probe.clone()
+    }
+}

@@ -1,0 +1,381 @@
+//! The backends, one module each (Vector-like: `config` is in [`crate::config`], `encoding` turns
+//! events into the backend's wire format, `service` talks to it and keeps its per-run state).
+//!
+//! Every backend runs in its own task behind a bounded queue ([`BackendHandle`]): the handler
+//! hands it the events of a request and waits for one [`Outcome`] per event. The task takes every
+//! request queued meanwhile into one batch (group commit), so a slow backend turns into bigger
+//! batches, not into more requests; and a backend that is down only delays its own answers.
+
+pub mod grafana;
+pub mod influxdb;
+pub mod otlp;
+pub mod pushgateway;
+
+use crate::events::ChaosEvent;
+use crate::metrics::{BackendCounters, SinkMetrics};
+use futures_util::future::BoxFuture;
+use reqwest::header::RETRY_AFTER;
+use shared::retry::{
+    Failure, RetryError, RetryPolicy, StatusClass, classify_status, parse_retry_after,
+};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+
+/// What a backend did with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The backend has it (written, or nothing to write for this event).
+    Done,
+    /// The backend refused it for good (a 4xx about the data): acknowledged, logged, counted.
+    Rejected(String),
+    /// Not written now; Knative should retry.
+    Unavailable {
+        /// Short reason (no secrets).
+        reason: String,
+        /// The backend's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Outcome {
+    /// True when the backend does not need the event again.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Outcome::Unavailable { .. })
+    }
+
+    /// An unavailable outcome without a server delay.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Outcome::Unavailable {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// A readiness check: a cheap authenticated call (or the real write path with nothing to write).
+pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// A backend's logic, owned by its task (so its per-run state needs no lock).
+pub trait Service: Send + 'static {
+    /// Processes a batch of events; returns one outcome per event, in order.
+    fn process(&mut self, batch: &[Arc<ChaosEvent>]) -> impl Future<Output = Vec<Outcome>> + Send;
+
+    /// Called about once a second between batches: expiry of state and of groups.
+    fn tick(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// The readiness check.
+    fn probe(&self) -> Probe;
+}
+
+struct Job {
+    events: Vec<Arc<ChaosEvent>>,
+    reply: oneshot::Sender<Vec<Outcome>>,
+}
+
+/// The handler's side of a backend task.
+#[derive(Clone)]
+pub struct BackendHandle {
+    /// Display name (`influxdb`, `grafana[0]`, `pushgateway`, `otlp`).
+    pub name: String,
+    tx: mpsc::Sender<Job>,
+    probe: Probe,
+    counters: BackendCounters,
+    timeout: Duration,
+}
+
+impl BackendHandle {
+    /// Starts the task for `service` (inside a Tokio runtime).
+    pub fn spawn<S: Service>(
+        name: impl Into<String>,
+        service: S,
+        metrics: &SinkMetrics,
+        queue_capacity: usize,
+        max_batch: usize,
+        timeout: Duration,
+    ) -> Self {
+        let name = name.into();
+        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let counters = metrics.backend(&name);
+        let probe = service.probe();
+        tokio::spawn(run(service, rx, max_batch.max(1), counters.clone()));
+        Self {
+            name,
+            tx,
+            probe,
+            counters,
+            timeout,
+        }
+    }
+
+    /// Hands events to the backend and waits for their outcomes. A full queue is `Err` (the
+    /// caller answers 429), a dead task or a timeout gives `Unavailable` outcomes.
+    pub async fn submit(&self, events: Vec<Arc<ChaosEvent>>) -> Result<Vec<Outcome>, Overloaded> {
+        let n = events.len();
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Job { events, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Ok(vec![
+                    Outcome::unavailable(format!("{} stopped", self.name));
+                    n
+                ]);
+            }
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(_)) => Ok(vec![
+                Outcome::unavailable(format!("{} stopped", self.name));
+                n
+            ]),
+            Err(_) => Ok(vec![
+                Outcome::unavailable(format!("{} timed out", self.name));
+                n
+            ]),
+        }
+    }
+
+    /// Runs the readiness check.
+    pub async fn ready(&self) -> Result<(), String> {
+        let r = (self.probe)().await;
+        self.counters.up.set(i64::from(r.is_ok()));
+        r
+    }
+}
+
+/// The backend's queue is full.
+#[derive(Debug, Clone, Copy)]
+pub struct Overloaded;
+
+async fn run<S: Service>(
+    mut service: S,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    counters: BackendCounters,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            job = rx.recv() => match job {
+                Some(j) => j,
+                None => break,
+            },
+            _ = tick.tick() => {
+                service.tick().await;
+                continue;
+            }
+        };
+        let mut n = first.events.len();
+        let mut jobs = vec![first];
+        while n < max_batch {
+            match rx.try_recv() {
+                Ok(j) => {
+                    n += j.events.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let batch: Vec<Arc<ChaosEvent>> =
+            jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+        let started = Instant::now();
+        let mut outcomes = service.process(&batch).await;
+        counters.latency.observe(started.elapsed().as_secs_f64());
+        counters.batch_size.observe(batch.len() as f64);
+        outcomes.resize_with(batch.len(), || Outcome::unavailable("internal: no outcome"));
+        for o in &outcomes {
+            match o {
+                Outcome::Done => counters.written.inc(),
+                Outcome::Rejected(_) => counters.rejected.inc(),
+                Outcome::Unavailable { .. } => counters.failed.inc(),
+            }
+        }
+        let all_up = outcomes.iter().all(Outcome::is_final);
+        counters.up.set(i64::from(all_up));
+        let mut it = outcomes.into_iter();
+        for job in jobs {
+            let mine: Vec<Outcome> = it.by_ref().take(job.events.len()).collect();
+            let _ = job.reply.send(mine);
+        }
+    }
+}
+
+/// Why an HTTP call to a backend did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The backend refused the data (a 4xx other than auth): do not retry.
+    Rejected(String),
+    /// Down, overloaded, or refusing our credentials: retry later.
+    Unavailable {
+        /// What happened (no secrets).
+        reason: String,
+        /// The backend's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Rejected(r) => write!(f, "rejected: {r}"),
+            CallError::Unavailable { reason, .. } => write!(f, "unavailable: {reason}"),
+        }
+    }
+}
+
+impl From<CallError> for Outcome {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Rejected(r) => Outcome::Rejected(r),
+            CallError::Unavailable {
+                reason,
+                retry_after,
+            } => Outcome::Unavailable {
+                reason,
+                retry_after,
+            },
+        }
+    }
+}
+
+/// A response that passed: status and body.
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Body.
+    pub body: bytes::Bytes,
+}
+
+fn short(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let mut s: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        s.push('…');
+    }
+    s
+}
+
+/// Sends a request built by `build` with the sink's retry policy: connection errors and the
+/// Knative-retryable statuses are retried (honouring `Retry-After`), 401/403 and exhausted retries
+/// make the backend unavailable, other 4xx reject the data. `what` names the call in logs.
+pub async fn call(
+    policy: &RetryPolicy,
+    counters: &BackendCounters,
+    what: &str,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<Reply, CallError> {
+    let result = policy
+        .run(what, |attempt| {
+            if attempt > 0 {
+                counters.retried.inc();
+            }
+            let req = build();
+            async move {
+                let resp = match req.send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let kind = if e.is_timeout() {
+                            "timeout"
+                        } else if e.is_connect() {
+                            "connection failed"
+                        } else {
+                            "request failed"
+                        };
+                        return Err(Failure::transient(CallError::Unavailable {
+                            reason: format!("{kind}: {}", e.without_url()),
+                            retry_after: None,
+                        }));
+                    }
+                };
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                let body = resp.bytes().await.unwrap_or_default();
+                match classify_status(status) {
+                    StatusClass::Success => Ok(Reply { status, body }),
+                    StatusClass::Retryable => Err(Failure::Transient {
+                        error: CallError::Unavailable {
+                            reason: format!("HTTP {status}: {}", short(&body)),
+                            retry_after,
+                        },
+                        retry_after,
+                    }),
+                    StatusClass::Permanent if status == 401 || status == 403 => {
+                        Err(Failure::Permanent(CallError::Unavailable {
+                            reason: format!(
+                                "HTTP {status} (check the credentials): {}",
+                                short(&body)
+                            ),
+                            retry_after: None,
+                        }))
+                    }
+                    StatusClass::Permanent => Err(Failure::Permanent(CallError::Rejected(
+                        format!("HTTP {status}: {}", short(&body)),
+                    ))),
+                }
+            }
+        })
+        .await;
+    match result {
+        Ok(r) => Ok(r),
+        Err(RetryError::Permanent(e)) | Err(RetryError::Exhausted { last: e, .. }) => {
+            tracing::warn!(what, error = %e, "backend call failed");
+            Err(e)
+        }
+    }
+}
+
+/// The retry policy of backend calls inside one request.
+pub fn retry_policy(max_retries: u32, initial_backoff: Duration) -> RetryPolicy {
+    RetryPolicy {
+        max_retries,
+        initial_backoff,
+        max_backoff: Duration::from_secs(1),
+        max_retry_after: Duration::from_secs(1),
+    }
+}
+
+/// A probe that GETs `url` (with the given auth) and wants a 2xx.
+pub fn get_probe(
+    client: reqwest::Client,
+    url: url::Url,
+    auth: Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+) -> Probe {
+    Arc::new(move || {
+        let mut req = client.get(url.clone());
+        if let Some((k, v)) = &auth {
+            req = req.header(k.clone(), v.clone());
+        }
+        Box::pin(async move {
+            match req.send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+                Err(e) => Err(e.without_url().to_string()),
+            }
+        })
+    })
+}
+
+/// Builds an HTTP client with the sink's user agent, a timeout and optional extra CA certificates.
+pub fn http_client(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .pool_max_idle_per_host(32)
+        .user_agent(concat!("chaos-sink/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = ca_pem {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("not PEM: {e}"))?;
+        b = b.tls_certs_merge(certs);
+    }
+    b.build().map_err(|e| e.to_string())
+}

@@ -1,0 +1,3 @@
+//! The `pushgateway` section (defined with the rest of the file format in [`crate::config`]).
+
+pub use crate::config::{GroupBy, PushgatewayConfig};

@@ -1,0 +1,269 @@
+//! The sink's event handler: parses and validates events, hands each to every enabled backend, and
+//! answers 202 only when all of them have it (or refused it for good).
+
+use crate::backends::grafana::GrafanaService;
+use crate::backends::influxdb::InfluxService;
+use crate::backends::otlp::OtlpService;
+use crate::backends::pushgateway::PushgatewayService;
+use crate::backends::{BackendHandle, Outcome, retry_policy};
+use crate::config::{Config, seconds};
+use crate::events::{ChaosEvent, EventError, from_cloudevent};
+use crate::metrics::SinkMetrics;
+use crate::state::{Deliveries, RunLimits};
+use prometheus::Registry;
+use shared::cloudevent::{AttributesReader, Event};
+use shared::server::{EventHandler, HandleError, RequestContext};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Handles Chaos Toolkit events for the scaffold (and `/notifications`).
+pub struct ChaosHandler {
+    backends: Vec<BackendHandle>,
+    deliveries: Arc<Deliveries>,
+    metrics: SinkMetrics,
+    retry_after: Duration,
+}
+
+/// Most backends (one bit each in the delivery state).
+pub const MAX_BACKENDS: usize = 64;
+
+impl ChaosHandler {
+    /// Builds every enabled backend and starts its task (call inside a Tokio runtime).
+    pub fn new(cfg: &Config, registry: &Registry) -> Result<Self, String> {
+        let metrics = SinkMetrics::new(registry).map_err(|e| e.to_string())?;
+        let limits = RunLimits {
+            max_runs: cfg.sink.max_runs,
+            ttl: seconds("sink.run_ttl", cfg.sink.run_ttl).map_err(|e| e.to_string())?,
+        };
+        let policy = retry_policy(
+            cfg.sink.max_retries,
+            seconds("sink.initial_backoff", cfg.sink.initial_backoff).map_err(|e| e.to_string())?,
+        );
+        let queue = cfg.sink.queue_capacity;
+        let max_batch = cfg.sink.batch_max_events;
+        // A request waits at most for every attempt of one batch, plus the batch ahead of it.
+        let wait = |t: Duration| t * (cfg.sink.max_retries + 1) * 2 + Duration::from_secs(2);
+        let mut backends = Vec::new();
+        if let Some(c) = &cfg.influxdb {
+            let svc = InfluxService::new(c, policy.clone(), metrics.backend("influxdb"))?;
+            backends.push(BackendHandle::spawn(
+                "influxdb",
+                svc,
+                &metrics,
+                queue,
+                max_batch,
+                wait(c.timeout()),
+            ));
+        }
+        for (i, c) in cfg.grafana.iter().enumerate() {
+            let name = format!("grafana[{i}]");
+            let svc =
+                GrafanaService::new(&name, c, limits, policy.clone(), metrics.backend(&name))?;
+            backends.push(BackendHandle::spawn(
+                name,
+                svc,
+                &metrics,
+                queue,
+                max_batch,
+                wait(c.timeout()),
+            ));
+        }
+        if let Some(c) = &cfg.pushgateway {
+            let svc =
+                PushgatewayService::new(c, limits, policy.clone(), metrics.backend("pushgateway"))?;
+            backends.push(BackendHandle::spawn(
+                "pushgateway",
+                svc,
+                &metrics,
+                queue,
+                max_batch,
+                wait(c.timeout()),
+            ));
+        }
+        if let Some(c) = &cfg.tracing {
+            let svc = OtlpService::new(c, limits, policy.clone(), metrics.backend("otlp"))?;
+            backends.push(BackendHandle::spawn(
+                "otlp",
+                svc,
+                &metrics,
+                queue,
+                max_batch,
+                wait(c.timeout()),
+            ));
+        }
+        if backends.len() > MAX_BACKENDS {
+            return Err(format!(
+                "at most {MAX_BACKENDS} backends (Grafana servers included)"
+            ));
+        }
+        let deliveries = Arc::new(Deliveries::new(limits));
+        {
+            let deliveries = Arc::downgrade(&deliveries);
+            let runs = metrics.runs.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    every.tick().await;
+                    let Some(d) = deliveries.upgrade() else { break };
+                    d.expire();
+                    runs.set(i64::try_from(d.runs()).unwrap_or(i64::MAX));
+                }
+            });
+        }
+        Ok(Self {
+            backends,
+            deliveries,
+            metrics,
+            retry_after: seconds("sink.retry_after", cfg.sink.retry_after)
+                .map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Names of the enabled backends.
+    pub fn backend_names(&self) -> Vec<String> {
+        self.backends.iter().map(|b| b.name.clone()).collect()
+    }
+
+    /// Writes parsed events to every backend that does not have them yet.
+    pub async fn deliver(&self, events: Vec<ChaosEvent>) -> Result<(), HandleError> {
+        if events.is_empty() || self.backends.is_empty() {
+            return Ok(());
+        }
+        let events: Vec<Arc<ChaosEvent>> = events.into_iter().map(Arc::new).collect();
+        let keys: Vec<String> = events.iter().map(|e| e.key()).collect();
+        let done: Vec<u64> = events
+            .iter()
+            .zip(&keys)
+            .map(|(e, k)| self.deliveries.done(&e.run_id, k))
+            .collect();
+        let jobs = self.backends.iter().enumerate().map(|(bi, backend)| {
+            let bit = 1u64 << bi;
+            let idx: Vec<usize> = (0..events.len()).filter(|i| done[*i] & bit == 0).collect();
+            let subset: Vec<Arc<ChaosEvent>> = idx.iter().map(|i| events[*i].clone()).collect();
+            async move {
+                if subset.is_empty() {
+                    return (bi, idx, Ok(Vec::new()));
+                }
+                (bi, idx, backend.submit(subset).await)
+            }
+        });
+        let results = futures_util::future::join_all(jobs).await;
+        let mut unavailable: Vec<String> = Vec::new();
+        let mut retry_after: Option<Duration> = None;
+        let mut overloaded = false;
+        for (bi, idx, result) in results {
+            let name = &self.backends[bi].name;
+            let outcomes = match result {
+                Ok(o) => o,
+                Err(_) => {
+                    overloaded = true;
+                    continue;
+                }
+            };
+            let mut reason = None;
+            for (i, outcome) in idx.into_iter().zip(outcomes) {
+                match &outcome {
+                    Outcome::Done => {}
+                    Outcome::Rejected(r) => {
+                        tracing::error!(backend = %name, event = %events[i].id, reason = %r, "backend refused the event; it is acknowledged and dropped for this backend");
+                    }
+                    Outcome::Unavailable {
+                        reason: r,
+                        retry_after: ra,
+                    } => {
+                        reason.get_or_insert_with(|| r.clone());
+                        if let Some(ra) = ra {
+                            retry_after = Some(retry_after.map_or(*ra, |cur| cur.max(*ra)));
+                        }
+                        continue;
+                    }
+                }
+                self.deliveries
+                    .mark(&events[i].run_id, &keys[i], 1u64 << bi);
+            }
+            if let Some(r) = reason {
+                unavailable.push(format!("{name}: {r}"));
+            }
+        }
+        if !unavailable.is_empty() {
+            return Err(HandleError::Unavailable {
+                reason: format!("backend unavailable: {}", unavailable.join("; ")),
+                retry_after: retry_after.unwrap_or(self.retry_after),
+            });
+        }
+        if overloaded {
+            return Err(HandleError::Overloaded {
+                retry_after: self.retry_after,
+            });
+        }
+        Ok(())
+    }
+
+    /// Parses CloudEvents: the Chaos Toolkit ones, the number ignored, and the first invalid one.
+    pub fn parse(&self, events: &[Event]) -> (Vec<ChaosEvent>, Option<EventError>) {
+        let mut parsed = Vec::with_capacity(events.len());
+        let mut invalid = None;
+        for ev in events {
+            match from_cloudevent(ev) {
+                Ok(Some(c)) => {
+                    self.metrics.events.with_label_values(&[ev.ty()]).inc();
+                    parsed.push(c);
+                }
+                Ok(None) => {
+                    self.metrics.events.with_label_values(&["ignored"]).inc();
+                    tracing::debug!(id = %ev.id(), ty = %ev.ty(), "not a Chaos Toolkit event; acknowledged and ignored");
+                }
+                Err(e) => {
+                    self.metrics.events.with_label_values(&["invalid"]).inc();
+                    invalid.get_or_insert(e);
+                }
+            }
+        }
+        (parsed, invalid)
+    }
+
+    /// Counts events that came in through `/notifications`.
+    pub fn count(&self, events: &[ChaosEvent]) {
+        for e in events {
+            self.metrics
+                .events
+                .with_label_values(&[e.type_name()])
+                .inc();
+        }
+    }
+}
+
+impl EventHandler for ChaosHandler {
+    async fn handle(&self, events: Vec<Event>, _ctx: RequestContext) -> Result<(), HandleError> {
+        let (parsed, invalid) = self.parse(&events);
+        // The valid events of a batch are stored even when another one is invalid.
+        self.deliver(parsed).await?;
+        match invalid {
+            None => Ok(()),
+            Some(EventError::NoSchema) => {
+                Err(HandleError::Internal("event schema unavailable".into()))
+            }
+            Some(e) => Err(HandleError::Invalid(e.to_string())),
+        }
+    }
+
+    async fn readiness(&self) -> Result<(), String> {
+        let checks = self.backends.iter().map(|b| async move {
+            match tokio::time::timeout(Duration::from_secs(3), b.ready()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{}: {e}", b.name)),
+                Err(_) => Some(format!("{}: no answer within 3 s", b.name)),
+            }
+        });
+        let failed: Vec<String> = futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+}
