@@ -65,6 +65,8 @@ type Started = (DateTime<Utc>, String);
 #[derive(Default)]
 pub struct NotificationRuns {
     open: Mutex<HashMap<String, Vec<Started>>>,
+    /// (experiment reference, journal start µs) -> run id of runs whose end was seen.
+    ended: Mutex<HashMap<(String, i64), String>>,
 }
 
 const MAX_REMEMBERED_PER_EXPERIMENT: usize = 64;
@@ -85,15 +87,27 @@ impl NotificationRuns {
         }
     }
 
-    /// The latest run of the experiment started before `start` (plus a little clock slack).
-    fn find(&self, experiment_ref: &str, start: DateTime<Utc>) -> Option<String> {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+    /// The run a journal ends: the one already paired with this journal (a redelivery, or the
+    /// second of run-completed/run-deviated), else the latest open run of the experiment started
+    /// before the journal's start (plus a little clock slack), which is then closed.
+    fn ended(&self, experiment_ref: &str, start: DateTime<Utc>) -> Option<String> {
+        let key = (experiment_ref.to_owned(), start.timestamp_micros());
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = ended.get(&key) {
+            return Some(r.clone());
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let list = open.get_mut(experiment_ref)?;
         let limit = start + chrono::Duration::seconds(5);
-        open.get(experiment_ref)?
+        let pos = list
             .iter()
-            .rev()
-            .find(|(t, _)| *t <= limit && start - *t < chrono::Duration::days(1))
-            .map(|(_, r)| r.clone())
+            .rposition(|(t, _)| *t <= limit && start - *t < chrono::Duration::days(1))?;
+        let (_, run) = list.remove(pos);
+        if ended.len() > 10_000 {
+            ended.clear();
+        }
+        ended.insert(key, run.clone());
+        Some(run)
     }
 }
 
@@ -278,7 +292,7 @@ pub fn map(
                 .and_then(Value::as_f64)
                 .filter(|d| d.is_finite() && *d >= 0.0)
                 .unwrap_or_else(|| (end - start).num_microseconds().unwrap_or(0) as f64 / 1e6);
-            let run_id = runs.find(&reference, start).unwrap_or_else(|| {
+            let run_id = runs.ended(&reference, start).unwrap_or_else(|| {
                 derived_uuid(&[&reference, "journal", &start.timestamp_micros().to_string()])
             });
             let title = title_of(exp);
