@@ -1,6 +1,88 @@
 //! cts-exporter: polls OTC Cloud Trace Service and delivers traces as CloudEvents to `K_SINK`.
+//! See the README (or `--help`) for configuration, auth modes, window semantics and exit codes.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("cts-exporter: not implemented yet (issue 4)");
-    std::process::ExitCode::from(2)
+use anyhow::Context;
+use cts_exporter::{Args, Config, HELP, exit};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cts-exporter: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    if args.help {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    if args.version {
+        println!("cts-exporter {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let _telemetry = match shared::telemetry::init("cts-exporter") {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("cts-exporter: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let config = match Config::from_env(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cts-exporter: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config, "cts-exporter starting");
+    match run(config) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "cts-exporter failed");
+            eprintln!("cts-exporter: {e:#}");
+            ExitCode::from(exit::INCOMPLETE)
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<u8> {
+    let once = config.once;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the Tokio runtime")?;
+    let result = runtime.block_on(cts_exporter::run(config, shared::server::wait_for_signal()));
+    let peak_rss_kb = cts_exporter::peak_rss_kb().unwrap_or(0);
+    match result {
+        Ok(report) => {
+            let p = &report.progress;
+            tracing::info!(
+                windows = p.windows,
+                delivered = p.delivered,
+                rejected = p.rejected,
+                failed = p.failed,
+                cursor = p
+                    .cursor_ms
+                    .map(cts_exporter::window::rfc3339)
+                    .as_deref()
+                    .unwrap_or("-"),
+                complete = report.complete,
+                interrupted = report.interrupted,
+                peak_rss_kb,
+                "cts-exporter stopped"
+            );
+            if once && !report.complete {
+                Ok(exit::INCOMPLETE)
+            } else {
+                Ok(exit::OK)
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, peak_rss_kb, "cts-exporter could not start");
+            eprintln!("cts-exporter: {e}");
+            Ok(e.exit_code())
+        }
+    }
 }
