@@ -92,7 +92,7 @@ fn decode_binary(
     ce_headers: Vec<(String, &[u8])>,
     body: &[u8],
 ) -> Result<Event, DecodeError> {
-    let mut event = Event::default();
+    let mut event = super::empty_event();
     let (mut id, mut source, mut ty) = (None, None, None);
     let mut seen: Vec<&str> = Vec::with_capacity(ce_headers.len());
     for (name, raw) in &ce_headers {
@@ -224,6 +224,14 @@ mod tests {
         let events = decode(&MIN, "").unwrap();
         assert_eq!(events[0].data(), None);
         assert_eq!(events[0].datacontenttype(), None);
+    }
+
+    #[test]
+    fn absent_time_stays_absent() {
+        assert_eq!(decode(&MIN, "").unwrap()[0].time(), None);
+        let structured = [("content-type", super::super::STRUCTURED_JSON)];
+        let body = r#"{"specversion":"1.0","id":"1","source":"s","type":"t"}"#;
+        assert_eq!(decode(&structured, body).unwrap()[0].time(), None);
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn event_from_json(value: Value) -> Result<Event, DecodeError> {
     let specversion = take_string(&mut obj, "specversion")?
         .ok_or(DecodeError::MissingAttribute("specversion"))?;
     super::check_specversion(&specversion)?;
-    let mut event = Event::default();
+    let mut event = super::empty_event();
     event.set_id(required(&mut obj, "id")?);
     event.set_source(required(&mut obj, "source")?);
     event.set_type(required(&mut obj, "type")?);

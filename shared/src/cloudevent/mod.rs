@@ -92,6 +92,14 @@ fn parse_dataschema(value: &str) -> Result<url::Url, DecodeError> {
         .map_err(|e| DecodeError::invalid("dataschema", format!("not an absolute URI: {e}")))
 }
 
+/// An event with no optional attribute set: `Event::default()` stamps `time` with the current
+/// time, which would give an event sent without `time` a different one on every delivery.
+fn empty_event() -> Event {
+    let mut event = Event::default();
+    event.set_time(None::<chrono::DateTime<chrono::Utc>>);
+    event
+}
+
 /// Returns the value of a string extension, if the event has it as a string.
 pub fn string_extension<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
     match event.extension(name) {
