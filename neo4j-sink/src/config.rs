@@ -1,0 +1,288 @@
+//! The sink's settings, from the environment (`NEO4J_*`); the HTTP side is the scaffold's
+//! [`shared::server::ServerConfig`] (`PORT`, ...).
+
+use serde::Deserialize;
+use shared::config::{self, ConfigError, Secret};
+use std::fmt;
+use std::time::Duration;
+
+/// URI schemes neo4rs understands: plain, TLS with verification (`+s`), TLS trusting any
+/// certificate (`+ssc`); `neo4j` (routing) is served like `bolt` (one server).
+const SCHEMES: &[&str] = &[
+    "bolt",
+    "bolt+s",
+    "bolt+ssc",
+    "neo4j",
+    "neo4j+s",
+    "neo4j+ssc",
+];
+
+/// Settings of the Neo4j writer.
+#[derive(Clone)]
+pub struct Neo4jConfig {
+    /// Bolt URI (`NEO4J_URI`, default `neo4j://localhost:7687`).
+    pub uri: String,
+    /// User (`NEO4J_USER`, default `neo4j`).
+    pub user: String,
+    /// Password (`NEO4J_PASSWORD`, default empty).
+    pub password: Secret,
+    /// Database (`NEO4J_DATABASE`; the server's default database when unset).
+    pub database: Option<String>,
+    /// Most events written in one transaction (`NEO4J_BATCH_SIZE`, default 500).
+    pub batch_size: usize,
+    /// How long the writer waits for more events after the first one of a batch
+    /// (`NEO4J_BATCH_TIMEOUT_MS`, default 5).
+    pub batch_timeout: Duration,
+    /// Requests that may wait for the writer (`NEO4J_QUEUE_CAPACITY`, default 1000); beyond, 429.
+    pub queue_capacity: usize,
+    /// Timeout of opening one connection, handshake and login included
+    /// (`NEO4J_CONNECT_TIMEOUT_MS`, default 3000).
+    pub connect_timeout: Duration,
+    /// Timeout of one whole transaction, begin to commit (`NEO4J_TX_TIMEOUT_MS`, default 10000).
+    pub tx_timeout: Duration,
+    /// Connection pool size (`NEO4J_MAX_CONNECTIONS`, default 4).
+    pub max_connections: usize,
+    /// `Retry-After` sent with 503 and 429 answers (`NEO4J_RETRY_AFTER_SECS`, default 2).
+    pub retry_after: Duration,
+}
+
+impl Default for Neo4jConfig {
+    fn default() -> Self {
+        Self {
+            uri: "neo4j://localhost:7687".into(),
+            user: "neo4j".into(),
+            password: Secret::default(),
+            database: None,
+            batch_size: 500,
+            batch_timeout: Duration::from_millis(5),
+            queue_capacity: 1000,
+            connect_timeout: Duration::from_secs(3),
+            tx_timeout: Duration::from_secs(10),
+            max_connections: 4,
+            retry_after: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Neo4jEnv {
+    neo4j_uri: Option<String>,
+    neo4j_user: Option<String>,
+    neo4j_password: Option<Secret>,
+    neo4j_database: Option<String>,
+    neo4j_batch_size: Option<usize>,
+    neo4j_batch_timeout_ms: Option<u64>,
+    neo4j_queue_capacity: Option<usize>,
+    neo4j_connect_timeout_ms: Option<u64>,
+    neo4j_tx_timeout_ms: Option<u64>,
+    neo4j_max_connections: Option<usize>,
+    neo4j_retry_after_secs: Option<u64>,
+}
+
+fn non_blank(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn within<T: PartialOrd + fmt::Display + Copy>(
+    var: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        Err(ConfigError::InvalidEnv {
+            var: var.into(),
+            reason: format!("must be between {min} and {max}"),
+        })
+    } else {
+        Ok(value)
+    }
+}
+
+/// Checks a Bolt URI: one of the schemes neo4rs speaks, with a host.
+pub fn check_uri(raw: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidEnv {
+        var: "NEO4J_URI".into(),
+        reason,
+    };
+    let (scheme, rest) = raw.split_once("://").ok_or_else(|| {
+        invalid(format!(
+            "expected SCHEME://HOST[:PORT] with SCHEME one of {}",
+            SCHEMES.join(", ")
+        ))
+    })?;
+    if !SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+        return Err(invalid(format!(
+            "unsupported scheme {scheme:?}, expected one of {}",
+            SCHEMES.join(", ")
+        )));
+    }
+    let url = url::Url::parse(&format!("bolt://{rest}"))
+        .map_err(|e| invalid(format!("not a valid URI: {e}")))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("has no host".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "must not carry credentials: use NEO4J_USER and NEO4J_PASSWORD".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Neo4jConfig {
+    /// Reads the `NEO4J_*` variables of the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Like [`Neo4jConfig::from_env`], from given variables.
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+    ) -> Result<Self, ConfigError> {
+        let env: Neo4jEnv = config::from_vars(vars)?;
+        let mut cfg = Self::default();
+        if let Some(uri) = non_blank(env.neo4j_uri) {
+            check_uri(&uri)?;
+            cfg.uri = uri;
+        }
+        if let Some(user) = non_blank(env.neo4j_user) {
+            cfg.user = user;
+        }
+        if let Some(password) = env.neo4j_password {
+            cfg.password = password;
+        }
+        cfg.database = non_blank(env.neo4j_database);
+        if let Some(n) = env.neo4j_batch_size {
+            cfg.batch_size = within("NEO4J_BATCH_SIZE", n, 1, 10_000)?;
+        }
+        if let Some(ms) = env.neo4j_batch_timeout_ms {
+            cfg.batch_timeout =
+                Duration::from_millis(within("NEO4J_BATCH_TIMEOUT_MS", ms, 0, 10_000)?);
+        }
+        if let Some(n) = env.neo4j_queue_capacity {
+            cfg.queue_capacity = within("NEO4J_QUEUE_CAPACITY", n, 1, 1_000_000)?;
+        }
+        if let Some(ms) = env.neo4j_connect_timeout_ms {
+            cfg.connect_timeout =
+                Duration::from_millis(within("NEO4J_CONNECT_TIMEOUT_MS", ms, 100, 600_000)?);
+        }
+        if let Some(ms) = env.neo4j_tx_timeout_ms {
+            cfg.tx_timeout =
+                Duration::from_millis(within("NEO4J_TX_TIMEOUT_MS", ms, 100, 600_000)?);
+        }
+        if let Some(n) = env.neo4j_max_connections {
+            cfg.max_connections = within("NEO4J_MAX_CONNECTIONS", n, 1, 256)?;
+        }
+        if let Some(s) = env.neo4j_retry_after_secs {
+            cfg.retry_after = Duration::from_secs(within("NEO4J_RETRY_AFTER_SECS", s, 1, 3600)?);
+        }
+        Ok(cfg)
+    }
+}
+
+/// The effective settings for the start-up log: the password is masked.
+impl fmt::Display for Neo4jConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "uri={} user={} password={} database={} batch_size={} batch_timeout_ms={} queue_capacity={} \
+             connect_timeout_ms={} tx_timeout_ms={} max_connections={} retry_after_secs={}",
+            self.uri,
+            self.user,
+            if self.password.is_empty() {
+                "(empty)"
+            } else {
+                "***"
+            },
+            self.database.as_deref().unwrap_or("(server default)"),
+            self.batch_size,
+            self.batch_timeout.as_millis(),
+            self.queue_capacity,
+            self.connect_timeout.as_millis(),
+            self.tx_timeout.as_millis(),
+            self.max_connections,
+            self.retry_after.as_secs(),
+        )
+    }
+}
+
+impl fmt::Debug for Neo4jConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Neo4jConfig {{ {self} }}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        Neo4jConfig::from_vars(vars(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Neo4jConfig::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.uri, "neo4j://localhost:7687");
+        assert_eq!(c.user, "neo4j");
+        assert!(c.password.is_empty());
+        assert_eq!(c.database, None);
+        assert_eq!(c.batch_size, 500);
+        assert_eq!(c.queue_capacity, 1000);
+    }
+
+    #[test]
+    fn overrides_and_masking() {
+        let c = Neo4jConfig::from_vars(vars(&[
+            ("NEO4J_URI", "bolt://db.example:7688"),
+            ("NEO4J_USER", "root"),
+            ("NEO4J_PASSWORD", "hunter2"),
+            ("NEO4J_DATABASE", "audit"),
+            ("NEO4J_BATCH_SIZE", "64"),
+            ("NEO4J_BATCH_TIMEOUT_MS", "0"),
+            ("NEO4J_QUEUE_CAPACITY", "10"),
+        ]))
+        .unwrap();
+        assert_eq!(c.uri, "bolt://db.example:7688");
+        assert_eq!(c.password.expose(), "hunter2");
+        assert_eq!(c.database.as_deref(), Some("audit"));
+        assert_eq!((c.batch_size, c.queue_capacity), (64, 10));
+        assert_eq!(c.batch_timeout, Duration::ZERO);
+        let shown = format!("{c} {c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("password=***"), "{shown}");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        assert!(err(&[("NEO4J_BATCH_SIZE", "0")]).contains("NEO4J_BATCH_SIZE"));
+        assert!(err(&[("NEO4J_BATCH_SIZE", "many")]).contains("NEO4J_BATCH_SIZE"));
+        assert!(err(&[("NEO4J_QUEUE_CAPACITY", "-1")]).contains("NEO4J_QUEUE_CAPACITY"));
+        assert!(err(&[("NEO4J_BATCH_TIMEOUT_MS", "99999")]).contains("NEO4J_BATCH_TIMEOUT_MS"));
+        assert!(err(&[("NEO4J_URI", "http://x:7474")]).contains("NEO4J_URI"));
+        assert!(err(&[("NEO4J_URI", "localhost:7687")]).contains("NEO4J_URI"));
+        let e = err(&[("NEO4J_URI", "bolt://neo4j:s3cret@x:7687")]);
+        assert!(e.contains("NEO4J_URI") && !e.contains("s3cret"), "{e}");
+        assert!(err(&[("NEO4J_TX_TIMEOUT_MS", "5")]).contains("NEO4J_TX_TIMEOUT_MS"));
+    }
+
+    #[test]
+    fn accepted_uris() {
+        for uri in [
+            "bolt://127.0.0.1:7687",
+            "neo4j://localhost",
+            "neo4j+s://x.databases.neo4j.io",
+            "bolt+ssc://[::1]:7687",
+        ] {
+            check_uri(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The database: a neo4rs connection pool with a timeout around every call, and the errors
+//! sorted by what they mean for the sink (the server is gone, refuses us, or refused one write).
+
+use crate::config::Neo4jConfig;
+use neo4rs::{
+    ConfigBuilder, Graph, Neo4jClientErrorKind, Neo4jErrorKind, Neo4jSecurityErrorKind, Query,
+    query,
+};
+use std::future::Future;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a database call failed.
+#[derive(Debug, Clone, Error)]
+pub enum DbError {
+    /// The server cannot be reached, or the connection broke.
+    #[error("cannot reach the database: {0}")]
+    Connection(String),
+    /// The call did not finish in time.
+    #[error("database call timed out after {0:?}")]
+    Timeout(Duration),
+    /// The server refused the credentials (`NEO4J_USER`, `NEO4J_PASSWORD`).
+    #[error("authentication failed (check NEO4J_USER and NEO4J_PASSWORD): {0}")]
+    Auth(String),
+    /// The database does not exist or may not be used (`NEO4J_DATABASE`).
+    #[error("database not available (check NEO4J_DATABASE): {0}")]
+    Database(String),
+    /// A temporary server-side failure (deadlock, leader switch, memory).
+    #[error("transient database error {code}: {message}")]
+    Transient {
+        /// Neo4j status code.
+        code: String,
+        /// Server message.
+        message: String,
+    },
+    /// The server refused a statement.
+    #[error("database error {code}: {message}")]
+    Statement {
+        /// Neo4j status code.
+        code: String,
+        /// Server message.
+        message: String,
+    },
+    /// The client could not be set up (bad URI).
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+}
+
+impl DbError {
+    /// True when the database as a whole is unusable (not one statement): readiness drops and
+    /// the sink reconnects in the background.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            DbError::Connection(_)
+                | DbError::Timeout(_)
+                | DbError::Auth(_)
+                | DbError::Database(_)
+                | DbError::Config(_)
+        )
+    }
+
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DbError::Connection(_) => "connection",
+            DbError::Timeout(_) => "timeout",
+            DbError::Auth(_) => "auth",
+            DbError::Database(_) => "database",
+            DbError::Transient { .. } => "transient",
+            DbError::Statement { .. } => "statement",
+            DbError::Config(_) => "config",
+        }
+    }
+}
+
+impl From<neo4rs::Error> for DbError {
+    fn from(e: neo4rs::Error) -> Self {
+        use neo4rs::Error as E;
+        match e {
+            E::Neo4j(n) => {
+                let (code, message) = (n.code().to_owned(), n.message().to_owned());
+                match n.kind() {
+                    Neo4jErrorKind::Client(Neo4jClientErrorKind::Security(
+                        Neo4jSecurityErrorKind::Authentication,
+                    )) => DbError::Auth(message),
+                    Neo4jErrorKind::Client(Neo4jClientErrorKind::FatalDiscovery) => {
+                        DbError::Database(message)
+                    }
+                    Neo4jErrorKind::Client(Neo4jClientErrorKind::Security(_)) => {
+                        DbError::Auth(format!("{code}: {message}"))
+                    }
+                    Neo4jErrorKind::Transient
+                    | Neo4jErrorKind::Client(Neo4jClientErrorKind::SessionExpired) => {
+                        DbError::Transient { code, message }
+                    }
+                    Neo4jErrorKind::Client(_) => DbError::Statement { code, message },
+                    Neo4jErrorKind::Database | Neo4jErrorKind::Unknown => {
+                        DbError::Transient { code, message }
+                    }
+                }
+            }
+            E::AuthenticationError(m) => DbError::Auth(m),
+            E::UrlParseError(_)
+            | E::UnsupportedScheme(_)
+            | E::InvalidDnsName(_)
+            | E::InvalidConfig => DbError::Config(e.to_string()),
+            E::StringTooLong | E::MapTooBig | E::BytesTooBig | E::ListTooLong => {
+                DbError::Statement {
+                    code: "client".into(),
+                    message: e.to_string(),
+                }
+            }
+            other => DbError::Connection(other.to_string()),
+        }
+    }
+}
+
+/// A neo4rs pool with timeouts.
+#[derive(Clone)]
+pub struct Db {
+    graph: Graph,
+    connect_timeout: Duration,
+    tx_timeout: Duration,
+}
+
+async fn timed<T>(
+    limit: Duration,
+    f: impl Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or(Err(DbError::Timeout(limit)))
+}
+
+impl Db {
+    /// Creates the pool (lazily: no connection is opened yet).
+    pub fn new(cfg: &Neo4jConfig) -> Result<Self, DbError> {
+        let mut builder = ConfigBuilder::default()
+            .uri(cfg.uri.as_str())
+            .user(cfg.user.as_str())
+            .password(cfg.password.expose())
+            .max_connections(cfg.max_connections)
+            .connection_timeout(cfg.connect_timeout)
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .idle_timeout(Some(cfg.connect_timeout));
+        if let Some(db) = &cfg.database {
+            builder = builder.db(db.as_str());
+        }
+        let config = builder.build().map_err(DbError::from)?;
+        Ok(Self {
+            graph: Graph::connect(config).map_err(DbError::from)?,
+            connect_timeout: cfg.connect_timeout,
+            tx_timeout: cfg.tx_timeout,
+        })
+    }
+
+    /// The underlying pool (for tests and the benchmark).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Checks the server answers a query, within the connect timeout plus one second.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        timed(self.connect_timeout + Duration::from_secs(1), async {
+            let mut txn = self.graph.start_txn().await?;
+            txn.run(query("RETURN 1")).await?;
+            txn.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Creates the uniqueness constraints (idempotent), one transaction each.
+    pub async fn ensure_schema(&self) -> Result<(), DbError> {
+        for statement in crate::cypher::schema_statements() {
+            self.write(vec![query(&statement)]).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the statements in one transaction and commits, all within the transaction timeout.
+    pub async fn write(&self, queries: Vec<Query>) -> Result<(), DbError> {
+        timed(self.tx_timeout, async {
+            let mut txn = self.graph.start_txn().await?;
+            for q in queries {
+                txn.run(q).await?;
+            }
+            txn.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs a read query and returns the first column of every row as `i64` (tests, benchmark).
+    pub async fn query_i64(&self, q: Query) -> Result<Vec<i64>, DbError> {
+        timed(self.tx_timeout, async {
+            let mut txn = self.graph.start_txn().await?;
+            let mut stream = txn.execute(q).await?;
+            let mut out = Vec::new();
+            while let Some(row) = stream.next(txn.handle()).await? {
+                out.push(row.get::<i64>("c").map_err(|e| DbError::Statement {
+                    code: "client".into(),
+                    message: e.to_string(),
+                })?);
+            }
+            txn.commit().await?;
+            Ok(out)
+        })
+        .await
+    }
+}

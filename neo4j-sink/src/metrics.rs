@@ -1,0 +1,68 @@
+//! The sink's own metrics (`neo4j_sink_*`), next to the scaffold's `sink_*` on `/metrics`.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, exponential_buckets,
+};
+use shared::metrics::{LATENCY_BUCKETS, register};
+
+/// Writer and database metrics.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    /// Events per committed or failed transaction.
+    pub batch_size: Histogram,
+    /// Time of one transaction, begin to commit.
+    pub commit_duration: Histogram,
+    /// Events in committed transactions, by kind (`trace`, `generic`).
+    pub events_written: IntCounterVec,
+    /// Failed database calls, by kind (`connection`, `timeout`, `auth`, `statement`, ...).
+    pub db_errors: IntCounterVec,
+    /// Events waiting for the writer.
+    pub queue_depth: IntGauge,
+    /// 1 when the database is reachable and the schema is in place.
+    pub db_up: IntGauge,
+}
+
+impl SinkMetrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new("neo4j_sink_batch_size", "Events written per transaction.")
+                    .buckets(exponential_buckets(1.0, 2.0, 12)?),
+            )?,
+            commit_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "neo4j_sink_commit_duration_seconds",
+                    "Time of one write transaction, begin to commit.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            events_written: IntCounterVec::new(
+                Opts::new(
+                    "neo4j_sink_events_written_total",
+                    "Events in committed transactions, by kind.",
+                ),
+                &["kind"],
+            )?,
+            db_errors: IntCounterVec::new(
+                Opts::new(
+                    "neo4j_sink_db_errors_total",
+                    "Failed database calls, by kind.",
+                ),
+                &["kind"],
+            )?,
+            queue_depth: IntGauge::new("neo4j_sink_queue_depth", "Events waiting for the writer.")?,
+            db_up: IntGauge::new(
+                "neo4j_sink_db_up",
+                "1 when the database is reachable and the schema is in place.",
+            )?,
+        };
+        register(registry, &m.batch_size);
+        register(registry, &m.commit_duration);
+        register(registry, &m.events_written);
+        register(registry, &m.db_errors);
+        register(registry, &m.queue_depth);
+        register(registry, &m.db_up);
+        Ok(m)
+    }
+}

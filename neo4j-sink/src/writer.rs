@@ -1,0 +1,328 @@
+//! Group commit: requests queue up (bounded), one writer task takes up to `batch_size` events or
+//! waits `batch_timeout` for more, writes them in one transaction, commits, then answers every
+//! request of the batch. A supervisor task keeps the database usable: it connects, creates the
+//! schema, and after an outage reconnects in the background while readiness reports the reason.
+
+use crate::config::Neo4jConfig;
+use crate::cypher::batch_queries;
+use crate::db::{Db, DbError};
+use crate::metrics::SinkMetrics;
+use crate::model::{GraphRows, Record};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a request's events were not written.
+#[derive(Debug, Clone, Error)]
+pub enum WriteError {
+    /// The transaction failed.
+    #[error("database write failed: {0}")]
+    Db(#[from] DbError),
+    /// The database was known to be down when the batch came up.
+    #[error("database unavailable: {0}")]
+    NotReady(String),
+}
+
+/// Why a request could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SubmitError {
+    /// The queue is full.
+    #[error("queue full")]
+    Full,
+    /// The writer is shutting down.
+    #[error("shutting down")]
+    Closed,
+}
+
+/// Whether the database is usable, and why not; shared by the writer, the supervisor and readiness.
+pub struct Health {
+    ready: AtomicBool,
+    reason: Mutex<String>,
+    wake: Notify,
+    db_up: prometheus::IntGauge,
+}
+
+impl Health {
+    fn new(db_up: prometheus::IntGauge) -> Self {
+        db_up.set(0);
+        Self {
+            ready: AtomicBool::new(false),
+            reason: Mutex::new("connecting to the database".into()),
+            wake: Notify::new(),
+            db_up,
+        }
+    }
+
+    /// `Ok` when the database is usable, else the reason.
+    pub fn check(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(lock(&self.reason).clone())
+        }
+    }
+
+    fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+        self.db_up.set(1);
+    }
+
+    fn set_reason(&self, reason: String) {
+        *lock(&self.reason) = reason;
+    }
+
+    /// Marks the database down and wakes the supervisor to reconnect.
+    fn set_down(&self, reason: String) {
+        self.set_reason(reason);
+        self.ready.store(false, Ordering::SeqCst);
+        self.db_up.set(0);
+        self.wake.notify_one();
+    }
+}
+
+struct Job {
+    records: Vec<Record>,
+    reply: oneshot::Sender<Result<(), WriteError>>,
+}
+
+/// Batching settings of the writer task.
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    size: usize,
+    timeout: Duration,
+}
+
+/// The queue, the writer task and the supervisor task.
+pub struct Writer {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    health: Arc<Health>,
+    metrics: SinkMetrics,
+    writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    drain_timeout: Duration,
+}
+
+/// A pending answer for submitted events.
+pub type Pending = oneshot::Receiver<Result<(), WriteError>>;
+
+impl Writer {
+    /// Starts the writer and the supervisor (which connects at once); needs a Tokio runtime.
+    pub fn start(db: Db, cfg: &Neo4jConfig, metrics: SinkMetrics) -> Self {
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let health = Arc::new(Health::new(metrics.db_up.clone()));
+        let supervisor = tokio::spawn(supervise(db.clone(), health.clone(), cfg.uri.clone()));
+        let batching = Batching {
+            size: cfg.batch_size,
+            timeout: cfg.batch_timeout,
+        };
+        let writer = tokio::spawn(write_loop(
+            rx,
+            db,
+            health.clone(),
+            metrics.clone(),
+            batching,
+        ));
+        Self {
+            tx: Mutex::new(Some(tx)),
+            health,
+            metrics,
+            writer: tokio::sync::Mutex::new(Some(writer)),
+            supervisor: Mutex::new(Some(supervisor)),
+            drain_timeout: cfg.tx_timeout + Duration::from_secs(1),
+        }
+    }
+
+    /// The database's state.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Queues a request's records; the returned receiver gets the outcome after the commit.
+    pub fn submit(&self, records: Vec<Record>) -> Result<Pending, SubmitError> {
+        let (reply, pending) = oneshot::channel();
+        let events = records.len() as i64;
+        let guard = lock(&self.tx);
+        let tx = guard.as_ref().ok_or(SubmitError::Closed)?;
+        match tx.try_send(Job { records, reply }) {
+            Ok(()) => {
+                self.metrics.queue_depth.add(events);
+                Ok(pending)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(SubmitError::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Stops taking requests, writes what is queued (the pending batch included), and stops.
+    pub async fn close(&self) {
+        drop(lock(&self.tx).take());
+        if let Some(task) = self.writer.lock().await.take() {
+            // Every queued batch is bounded by the transaction timeout; the queue could still be
+            // long, so wait for it as long as it makes progress.
+            let mut task = task;
+            loop {
+                match tokio::time::timeout(self.drain_timeout, &mut task).await {
+                    Ok(_) => break,
+                    Err(_) if self.metrics.queue_depth.get() > 0 && self.health.check().is_ok() => {
+                    }
+                    Err(_) => {
+                        tracing::warn!("writer did not drain in time; stopping it");
+                        task.abort();
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(task) = lock(&self.supervisor).take() {
+            task.abort();
+        }
+    }
+}
+
+async fn supervise(db: Db, health: Arc<Health>, uri: String) {
+    let mut outage_logged = false;
+    loop {
+        let woken = health.wake.notified();
+        if health.check().is_ok() {
+            woken.await;
+            continue;
+        }
+        let mut delay = Duration::from_millis(200);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let attempt = async {
+                db.ping().await?;
+                db.ensure_schema().await
+            };
+            match attempt.await {
+                Ok(()) => {
+                    health.set_ready();
+                    tracing::info!(%uri, attempts, "database ready (connected, constraints in place)");
+                    outage_logged = false;
+                    break;
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    if outage_logged {
+                        tracing::warn!(%uri, attempts, error = %reason, "database still unavailable");
+                    } else {
+                        tracing::error!(
+                            %uri,
+                            error = %reason,
+                            "database unavailable: /readyz reports not ready, events get 503; reconnecting in the background"
+                        );
+                        outage_logged = true;
+                    }
+                    health.set_reason(reason);
+                    if matches!(e, DbError::Auth(_)) {
+                        // Servers rate-limit failed logins: try wrong credentials less often.
+                        delay = delay.max(Duration::from_secs(5));
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<Job>,
+    db: Db,
+    health: Arc<Health>,
+    metrics: SinkMetrics,
+    batching: Batching,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut events = first.records.len();
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + batching.timeout;
+        while events < batching.size {
+            let next = match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) if batching.timeout.is_zero() => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    tokio::time::timeout_at(deadline, rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            };
+            let Some(job) = next else { break };
+            events += job.records.len();
+            batch.push(job);
+        }
+        metrics.queue_depth.sub(events as i64);
+        let outcome = match health.check() {
+            Ok(()) => write_batch(&db, &batch, &metrics).await,
+            Err(reason) => Err(WriteError::NotReady(reason)),
+        };
+        if let Err(WriteError::Db(e)) = &outcome
+            && e.is_outage()
+        {
+            health.set_down(e.to_string());
+        }
+        for job in batch {
+            // The requester may have gone away (client timeout): its events are written anyway,
+            // and a redelivery is absorbed by the MERGE keys.
+            let _ = job.reply.send(outcome.clone());
+        }
+    }
+    tracing::debug!("writer stopped: queue closed and drained");
+}
+
+/// Writes one batch in one transaction; transient failures (deadlocks) are retried twice.
+async fn write_batch(db: &Db, batch: &[Job], metrics: &SinkMetrics) -> Result<(), WriteError> {
+    let records = batch.iter().flat_map(|j| j.records.iter());
+    let rows = GraphRows::from_records(records.clone());
+    let (mut traces, mut generic) = (0u64, 0u64);
+    for r in records {
+        if r.is_trace() {
+            traces += 1;
+        } else {
+            generic += 1;
+        }
+    }
+    let queries = batch_queries(&rows);
+    let mut attempt = 0;
+    loop {
+        let started = Instant::now();
+        let result = db.write(queries.clone()).await;
+        metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics.batch_size.observe((traces + generic) as f64);
+        match result {
+            Ok(()) => {
+                metrics
+                    .events_written
+                    .with_label_values(&["trace"])
+                    .inc_by(traces);
+                metrics
+                    .events_written
+                    .with_label_values(&["generic"])
+                    .inc_by(generic);
+                return Ok(());
+            }
+            Err(e) => {
+                metrics.db_errors.with_label_values(&[e.kind()]).inc();
+                tracing::warn!(error = %e, events = traces + generic, attempt, "batch not written");
+                if matches!(e, DbError::Transient { .. }) && attempt < 2 {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    continue;
+                }
+                return Err(WriteError::Db(e));
+            }
+        }
+    }
+}
