@@ -1,0 +1,465 @@
+//! Load benchmark (not a test): 20,000 CTS events from 32 concurrent senders into the Bolt server of
+//! the test stack (ArcadeDB), three ways, each into a fresh database:
+//!
+//! (a) the `neo4j-sink` binary (group commit), a separate process whose RSS is sampled;
+//! (b) a baseline doing what the original sink did: one transaction per event with the original's
+//!     11-MERGE statement, one at a time (a single writer), same senders, same HTTP scaffold;
+//! (c) the raw database rate: the sink's own UNWIND statements issued directly with neo4rs, no
+//!     HTTP, one writer, in batches of 32 (the most the sink can gather from 32 senders), and, for
+//!     information, in batches of 500.
+//!
+//! Run (with the stack's `TEST_BOLT_*` and `TEST_ARCADEDB_HTTP` variables set, see the README):
+//! `cargo bench -p neo4j-sink --bench load` (`BENCH_EVENTS`, `BENCH_SENDERS` to change the load).
+
+use neo4j_sink::cypher::{ORIGINAL_MERGE, batch_queries};
+use neo4j_sink::db::Db;
+use neo4j_sink::model::{GraphRows, Record};
+use neo4j_sink::{Neo4jConfig, SinkMetrics};
+use neo4rs::query;
+use serde_json::{Value, json};
+use shared::cloudevent::{
+    AttributesReader, Event, EventBuilder, EventBuilderV10, string_extension,
+};
+use shared::delivery::{DeliveryConfig, Sender};
+use shared::server::{EventHandler, HandleError, RequestContext, ServerConfig, SinkServer};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const FIXTURES: &[&str] = &[
+    include_str!("../tests/fixtures/v3_delete_server.json"),
+    include_str!("../tests/fixtures/v2_login.json"),
+    include_str!("../tests/fixtures/v3_incident_no_user.json"),
+];
+
+struct Env {
+    bolt: String,
+    user: String,
+    password: String,
+    http: String,
+}
+
+fn env() -> Option<Env> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    Some(Env {
+        bolt: get("TEST_BOLT_URI")?,
+        user: get("TEST_BOLT_USER").unwrap_or_else(|| "root".into()),
+        password: get("TEST_BOLT_PASSWORD").unwrap_or_default(),
+        http: get("TEST_ARCADEDB_HTTP")?,
+    })
+}
+
+impl Env {
+    async fn create_db(&self, name: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/server", self.http))
+            .basic_auth(&self.user, Some(&self.password))
+            .json(&json!({ "command": format!("create database {name}") }))
+            .send()
+            .await
+            .expect("ArcadeDB HTTP API");
+        assert!(r.status().is_success(), "create database {name}");
+    }
+
+    async fn drop_db(&self, name: &str) {
+        let _ = reqwest::Client::new()
+            .post(format!("{}/api/v1/server", self.http))
+            .basic_auth(&self.user, Some(&self.password))
+            .json(&json!({ "command": format!("drop database {name}") }))
+            .send()
+            .await;
+    }
+
+    async fn count(&self, db: &str, cypher: &str) -> i64 {
+        let r: Value = reqwest::Client::new()
+            .post(format!("{}/api/v1/query/{db}", self.http))
+            .basic_auth(&self.user, Some(&self.password))
+            .json(&json!({ "language": "cypher", "command": cypher }))
+            .send()
+            .await
+            .expect("query")
+            .json()
+            .await
+            .expect("json");
+        r["result"][0]["c"].as_i64().unwrap_or(-1)
+    }
+
+    fn config(&self, db: &str) -> Neo4jConfig {
+        Neo4jConfig {
+            uri: self.bolt.clone(),
+            user: self.user.clone(),
+            password: shared::config::Secret::new(self.password.clone()),
+            database: Some(db.to_owned()),
+            ..Neo4jConfig::default()
+        }
+    }
+}
+
+/// CTS events: 40 users, 500 resources, three trace shapes, statuses from the fixtures.
+fn events(prefix: &str, count: usize) -> Vec<Event> {
+    let specs: Vec<Value> = FIXTURES
+        .iter()
+        .map(|f| serde_json::from_str(f).expect("fixture"))
+        .collect();
+    (0..count)
+        .map(|n| {
+            let spec = &specs[n % specs.len()];
+            let a = &spec["attributes"];
+            let id = format!("{prefix}-{n:06}");
+            let rid = format!("res-{:03}", (n * 7919) % 500);
+            let mut data = spec["data"].clone();
+            data["trace_id"] = json!(id);
+            data["resource_id"] = json!(rid);
+            data["time"] = json!(1_714_564_800_000_i64 + n as i64 * 1000);
+            if data["user"].get("id").is_some() {
+                data["user"]["id"] = json!(format!("user-{:02}", (n * 31) % 40));
+                data["user"]["name"] = json!(format!("user{:02}", (n * 31) % 40));
+            }
+            let mut b = EventBuilderV10::new()
+                .id(id)
+                .source(a["source"].as_str().unwrap_or("s"))
+                .ty(a["type"].as_str().unwrap_or("t"))
+                .subject(a["subject"].as_str().unwrap_or("s"))
+                .time(
+                    chrono::DateTime::from_timestamp_millis(1_714_564_800_000 + n as i64 * 1000)
+                        .unwrap_or_default(),
+                )
+                .extension("resourceid", rid.as_str());
+            for ext in ["status", "code", "region", "domain", "tenant"] {
+                if let Some(v) = a[ext].as_str() {
+                    b = b.extension(ext, v);
+                }
+            }
+            b.data("application/json", data).build().expect("event")
+        })
+        .collect()
+}
+
+struct Load {
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    retries: u64,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort();
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Sends every event once from `senders` concurrent tasks (the shared sender: retries like Knative).
+async fn load(url: &str, events: Arc<Vec<Event>>, senders: usize) -> Load {
+    let mut cfg = DeliveryConfig::new(url.parse().expect("url"));
+    cfg.oidc_token_path = "/nonexistent".into();
+    cfg.retry.max_retries = 50;
+    cfg.retry.max_backoff = Duration::from_secs(1);
+    cfg.pool_max_idle_per_host = senders;
+    let sender = Sender::new(cfg).expect("sender");
+    let next = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..senders {
+        let (sender, next, events, retries) = (
+            sender.clone(),
+            next.clone(),
+            events.clone(),
+            retries.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(e) = events.get(n) else { return lat };
+                let t = Instant::now();
+                match sender.send(e.clone()).await {
+                    Ok(d) => retries.fetch_add(u64::from(d.attempts - 1), Ordering::Relaxed),
+                    Err(err) => panic!("event {n} not delivered: {err}"),
+                };
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("sender task"));
+    }
+    Load {
+        elapsed: started.elapsed(),
+        latencies,
+        retries: retries.load(Ordering::Relaxed),
+    }
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// (a) The real binary, group commit.
+async fn run_sink(env: &Env, db: &str, events: Arc<Vec<Event>>, senders: usize) -> (Load, u64) {
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_neo4j-sink"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("NEO4J_URI", &env.bolt)
+        .env("NEO4J_USER", &env.user)
+        .env("NEO4J_PASSWORD", &env.password)
+        .env("NEO4J_DATABASE", db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start neo4j-sink");
+    let pid = child.id().expect("pid");
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(format!("{url}/readyz")).await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(ready.elapsed() < Duration::from_secs(30), "sink not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let peak = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid, "VmRSS:"), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let result = load(&url, events, senders).await;
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.await;
+    let hwm = rss_kib(pid, "VmHWM:").max(peak.load(Ordering::Relaxed));
+    if let Ok(m) = reqwest::get(format!("{url}/metrics")).await
+        && let Ok(text) = m.text().await
+    {
+        let get = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let (sum, count) = (
+            get("neo4j_sink_batch_size_sum"),
+            get("neo4j_sink_batch_size_count"),
+        );
+        println!(
+            "    sink: {count} transactions, mean batch {:.1} events",
+            sum / count.max(1.0)
+        );
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    (result, hwm)
+}
+
+/// (b) What the original did, behind the same scaffold: one transaction per event, one at a time.
+struct Baseline {
+    db: Db,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl EventHandler for Baseline {
+    async fn handle(&self, events: Vec<Event>, _ctx: RequestContext) -> Result<(), HandleError> {
+        for e in events {
+            let ext = |n: &str| string_extension(&e, n).unwrap_or_default().to_owned();
+            let q = query(ORIGINAL_MERGE)
+                .param("region", ext("region"))
+                .param("status", ext("status"))
+                .param("subject", e.subject().unwrap_or_default())
+                .param("tenantId", ext("tenant"))
+                .param("domainId", ext("domain"))
+                .param("resourceId", ext("resourceid"))
+                .param("actionId", e.id())
+                .param(
+                    "timestamp",
+                    e.time().map(|t| t.to_rfc3339()).unwrap_or_default(),
+                )
+                .param("source", e.source().to_string())
+                .param("type", e.ty());
+            let _one = self.one_at_a_time.lock().await;
+            self.db
+                .write(vec![q])
+                .await
+                .map_err(|err| HandleError::Unavailable {
+                    reason: err.to_string(),
+                    retry_after: Duration::from_secs(1),
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn readiness(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+async fn run_baseline(env: &Env, db: &str, events: Arc<Vec<Event>>, senders: usize) -> Load {
+    let store = Db::new(&env.config(db)).expect("db");
+    // The original created no index at all (every MERGE a label scan); give the baseline indexes on
+    // its MERGE properties so that it finishes in reasonable time: a generous baseline.
+    for (label, prop) in [
+        ("REGION", "name"),
+        ("STATUS", "id"),
+        ("SUBJECT", "id"),
+        ("TENANT", "tenantId"),
+        ("RESOURCE", "id"),
+        ("ACTION", "id"),
+    ] {
+        let name = format!("baseline_{}_{prop}", label.to_lowercase());
+        store
+            .write(vec![query(&format!(
+                "CREATE INDEX {name} IF NOT EXISTS FOR (n:{label}) ON (n.{prop})"
+            ))])
+            .await
+            .expect("baseline index");
+    }
+    let handler = Baseline {
+        db: store,
+        one_at_a_time: tokio::sync::Mutex::new(()),
+    };
+    let mut cfg = ServerConfig::local();
+    cfg.workers = 2;
+    let server = SinkServer::new(handler, cfg)
+        .start()
+        .expect("baseline server");
+    let result = load(&server.url(), events, senders).await;
+    let _ = server.shutdown().await;
+    result
+}
+
+/// (c) The sink's statements straight through neo4rs, one writer, `batch` events per transaction.
+async fn run_raw(env: &Env, db: &str, events: &[Event], batch: usize) -> Load {
+    let store = Db::new(&env.config(db)).expect("db");
+    store.ensure_schema().await.expect("schema");
+    let records: Vec<Record> = events
+        .iter()
+        .map(|e| Record::from_event(e).expect("record"))
+        .collect();
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for chunk in records.chunks(batch) {
+        let t = Instant::now();
+        let rows = GraphRows::from_records(chunk);
+        store.write(batch_queries(&rows)).await.expect("raw write");
+        latencies.extend(std::iter::repeat_n(t.elapsed(), chunk.len()));
+    }
+    Load {
+        elapsed: started.elapsed(),
+        latencies,
+        retries: 0,
+    }
+}
+
+fn report(name: &str, l: &Load) {
+    println!(
+        "{name:<44} {:>8.0} events/s  p50 {:>7.1} ms  p99 {:>7.1} ms  ({} events in {:.1} s, {} retries)",
+        l.rate(),
+        l.percentile(0.50).as_secs_f64() * 1000.0,
+        l.percentile(0.99).as_secs_f64() * 1000.0,
+        l.latencies.len(),
+        l.elapsed.as_secs_f64(),
+        l.retries
+    );
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs bench targets too: the load run is for `cargo bench` only.
+        return;
+    }
+    let Some(env) = env() else {
+        eprintln!(
+            "load bench: set TEST_BOLT_URI, TEST_BOLT_USER, TEST_BOLT_PASSWORD and TEST_ARCADEDB_HTTP (see neo4j-sink/README.md)"
+        );
+        std::process::exit(2);
+    };
+    let count: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let senders: usize = std::env::var("BENCH_SENDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let _ = SinkMetrics::new(&prometheus::Registry::new());
+        let tag = std::process::id();
+        let dbs = [
+            format!("bench_warm_{tag}"),
+            format!("bench_sink_{tag}"),
+            format!("bench_base_{tag}"),
+            format!("bench_raw_{tag}"),
+            format!("bench_raw500_{tag}"),
+        ];
+        for db in &dbs {
+            env.create_db(db).await;
+        }
+        println!("{count} CTS events, {senders} concurrent senders, server {}", env.bolt);
+        // Warm the server's JIT up, so the first measured phase is not penalised.
+        let _ = run_raw(&env, &dbs[0], &events("warm", 2000), senders).await;
+
+        let a = {
+            let (l, rss) = run_sink(&env, &dbs[1], Arc::new(events("a", count)), senders).await;
+            report("(a) neo4j-sink, group commit", &l);
+            println!("    sink peak RSS: {:.1} MB", rss as f64 / 1024.0);
+            (l, rss)
+        };
+        let b = run_baseline(&env, &dbs[2], Arc::new(events("b", count)), senders).await;
+        report("(b) baseline: original 11-MERGE, 1 tx/event", &b);
+        let c = run_raw(&env, &dbs[3], &events("c", count), senders).await;
+        report(&format!("(c) raw UNWIND via neo4rs, batches of {senders}"), &c);
+        let c500 = run_raw(&env, &dbs[4], &events("d", count), 500).await;
+        report("(c') raw UNWIND via neo4rs, batches of 500", &c500);
+
+        let actions = env.count(&dbs[1], "MATCH (a:ACTION) RETURN count(a) AS c").await;
+        println!("    sink database holds {actions} ACTION nodes (expected {count})");
+        println!(
+            "ratios: (a)/(b) = {:.1}x (target >= 5x), (a)/(c) = {:.0}% (target >= 70%), peak RSS {:.1} MB (target < 60 MB)",
+            a.0.rate() / b.rate(),
+            100.0 * a.0.rate() / c.rate(),
+            a.1 as f64 / 1024.0
+        );
+        for db in &dbs {
+            env.drop_db(db).await;
+        }
+    });
+}
