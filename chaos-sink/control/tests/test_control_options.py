@@ -74,6 +74,8 @@ def test_mode_is_case_insensitive() -> None:
         ({"headers": {"Content-Type": "x"}}, "control owns it"),
         ({"headers": {"X-A": "a\r\nInjected: 1"}}, "line break"),
         ({"headers": {"X-A": "Zürich ✓"}}, "ISO-8859-1"),
+        ({"headers": {"X Team": "a"}}, "not a valid HTTP header name"),
+        ({"headers": {"X-Team:": "a"}}, "not a valid HTTP header name"),
         ({"public_configuration_keys": "region"}, "list of strings"),
     ],
 )

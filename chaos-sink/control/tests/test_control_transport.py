@@ -229,3 +229,197 @@ def test_a_big_response_body_does_not_break_the_next_request(
 def test_invalid_sink_urls(url: str) -> None:
     with pytest.raises(ValueError):
         HttpTransport(url)
+
+
+# ---- HTTP framing: a scripted server answering raw bytes ----------------------------------------
+class ScriptedServer:
+    """A FAKE HTTP server on 127.0.0.1 answering each request with the next scripted raw answer.
+
+    Each answer is sent after the whole request (head + Content-Length body) was read;
+    ``close_after`` closes the connection after that answer. Records connections and requests.
+    """
+
+    def __init__(self, answers: "list[tuple[bytes, bool]]") -> None:
+        import socket
+        import threading
+
+        self.answers = list(answers)
+        self.connections = 0
+        self.requests: "list[bytes]" = []
+        self._srv = socket.socket()
+        self._srv.bind(("127.0.0.1", 0))
+        self._srv.listen(8)
+        self.url = f"http://127.0.0.1:{self._srv.getsockname()[1]}/"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                buf = b""
+                while self.answers:
+                    while b"\r\n\r\n" not in buf:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        buf += chunk
+                    if b"\r\n\r\n" not in buf:
+                        break
+                    head, buf = buf.split(b"\r\n\r\n", 1)
+                    length = int(
+                        next(
+                            line.split(b":", 1)[1]
+                            for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"content-length:")
+                        )
+                    )
+                    while len(buf) < length:
+                        buf += conn.recv(65536)
+                    self.requests.append(head + b"\r\n\r\n" + buf[:length])
+                    buf = buf[length:]
+                    answer, close_after = self.answers.pop(0)
+                    conn.sendall(answer)
+                    if close_after:
+                        break
+
+    def close(self) -> None:
+        self._srv.close()
+
+
+OK_202 = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "answer, reused",
+    [
+        (OK_202, True),
+        (b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nhello", True),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\n\r\n", True),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
+            True,
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n", True),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", True),
+        (b"HTTP/1.1 202 Accepted\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.0 202 Accepted\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.0 202 Accepted\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", True),
+    ],
+)
+def test_response_framing_and_connection_reuse(answer: bytes, reused: bool) -> None:
+    server = ScriptedServer([(answer, False), (OK_202, False)])
+    transport = HttpTransport(server.url)
+    try:
+        assert transport.send(encode(event())).result == DELIVERED
+        assert transport.send(encode(event())).result == DELIVERED
+        assert server.connections == (1 if reused else 2)
+    finally:
+        transport.close()
+        server.close()
+
+
+def test_response_without_length_ends_with_the_connection() -> None:
+    server = ScriptedServer([(b"HTTP/1.1 202 Accepted\r\n\r\nbody until close", True)])
+    transport = HttpTransport(server.url)
+    assert transport.send(encode(event())).result == DELIVERED
+    server.close()
+
+
+@pytest.mark.parametrize(
+    "answer, detail",
+    [
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 20", "connection closed in the response head"),
+        (b"", "connection closed by the sink without an answer"),
+    ],
+)
+def test_unreadable_answers_are_retryable(answer: bytes, detail: str) -> None:
+    server = ScriptedServer([(answer, True)])
+    outcome = HttpTransport(server.url).send(encode(event()))
+    assert outcome.result == RETRY and detail in outcome.detail
+    server.close()
+
+
+def test_request_bytes_on_the_wire() -> None:
+    server = ScriptedServer([(OK_202, False)])
+    transport = HttpTransport(server.url + "a%20b/c d?x=1&y=ü", headers={"user-agent": "mine"})
+    req = encode(event())
+    assert transport.send(req).result == DELIVERED
+    raw = server.requests[0]
+    head, body = raw.split(b"\r\n\r\n", 1)
+    lines = head.decode("ascii").split("\r\n")
+    port = server.url.rsplit(":", 1)[1].rstrip("/")
+    assert lines[0] == "POST /a%20b/c%20d?x=1&y=%C3%BC HTTP/1.1"
+    assert lines[1] == f"Host: 127.0.0.1:{port}"
+    assert [line for line in lines if line.lower().startswith("user-agent")] == ["user-agent: mine"]
+    assert f"Content-Length: {len(req.body)}" in lines and body == req.body
+    transport.close()
+    server.close()
+
+
+@pytest.mark.parametrize("name", ["X Team", "X-Team:", "", "Ünicode"])
+def test_invalid_header_names_are_refused_up_front(name: str) -> None:
+    with pytest.raises(ValueError):
+        HttpTransport("http://127.0.0.1:1/", headers={name: "v"})
+
+
+def _self_signed(tmp_path: Path) -> "tuple[Path, Path]":
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
+
+
+def test_https_sink_with_the_knative_ca(tmp_path: Path) -> None:
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    key, cert = _self_signed(tmp_path)
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/"
+    try:
+        # without the CA the certificate is not trusted: retryable, the detail says why
+        untrusted = HttpTransport(url, timeout=2).send(encode(event()))
+        assert untrusted.result == RETRY and "CERTIFICATE_VERIFY_FAILED" in untrusted.detail
+        transport = HttpTransport(url, timeout=2, ca_certs_pem=cert.read_text())
+        for _ in range(3):
+            assert transport.send(encode(event())).result == DELIVERED
+        transport.close()
+        assert len(seen) == 3
+    finally:
+        server.shutdown()
+        server.server_close()

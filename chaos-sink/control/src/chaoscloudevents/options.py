@@ -18,6 +18,7 @@ __all__ = ["ControlOptions", "OptionError", "DEFAULTS"]
 logger = logging.getLogger("chaostoolkit.cloudevents")
 
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
 _FORBIDDEN_HEADERS = ("content-type", "content-length", "host", "transfer-encoding")
 
 #: Defaults of the control's arguments (documented in the README).
@@ -180,6 +181,8 @@ def _headers(values: Any) -> Dict[str, str]:
         lower = name.lower()
         if not name or lower in _FORBIDDEN_HEADERS or lower.startswith("ce-"):
             raise OptionError(f"headers: {key!r} cannot be set (the control owns it)")
+        if not _HEADER_NAME.fullmatch(name):
+            raise OptionError(f"headers: {key!r} is not a valid HTTP header name")
         text = _attribute_value(value)
         if "\r" in text or "\n" in text:
             raise OptionError(f"headers: the value of {key!r} contains a line break")

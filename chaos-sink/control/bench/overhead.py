@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""Wall-time overhead of the chaostoolkit-cloudevents control on a real ``chaos run``.
+
+Not part of the test suite. Run it through ``run-overhead.sh`` (next to this file), which builds
+a separate venv with the legacy controls and starts a real InfluxDB and Pushgateway::
+
+    bash chaos-sink/control/bench/run-overhead.sh [--repeats 7] [--chaos-sink auto]
+
+or directly, with a venv holding chaostoolkit, chaosdb, chaostoolkit-prometheus and this
+control, and the two servers already up::
+
+    python overhead.py --chaos PATH/bin/chaos --influx-url URL --pushgateway-url URL
+
+The experiment: 50 actions in the method, each a Python provider calling ``os.path.exists("/")``.
+Python providers and not ``process: true`` because (a) a fork+exec per activity costs ~2-5 ms,
+which would dilute the controls' per-activity cost; a near-free activity is the worst case for a
+control, and (b) chaosdb's influx control only writes a point for *python actions* (it skips
+probes, and POSTs an empty body for process/http providers), so this is the experiment where the
+legacy control does its full job.
+
+Scenarios, run round-robin (each round runs every scenario once, in a rotated order, so machine
+noise hits them all alike), after one discarded warm-up round:
+
+``none``            no control at all (the baseline)
+``cloudevents``     this control, sending to a minimal accept-all HTTP receiver in this process
+                    (``http.server``, HTTP/1.1 keep-alive, 202 with an empty body)
+``cloudevents-down`` this control with the sink down (a closed port on 127.0.0.1)
+``chaos-sink``      this control sending to the REAL chaos-sink binary (``--chaos-sink``), which
+                    forwards to the same InfluxDB and Pushgateway (optional)
+``legacy``          chaosdb's influx control + chaostoolkit-prometheus's metrics control, pointed
+                    at the real InfluxDB 1.x and Pushgateway
+
+Every run is checked (exit code 0; events received; InfluxDB points written; Pushgateway group
+present) so a control that silently disabled itself cannot pass for a fast one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+INFLUX_DB = "chaosbench"
+
+
+# ----------------------------------------------------------------------------------------------
+# The experiment
+# ----------------------------------------------------------------------------------------------
+def experiment(activities: int, controls: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """``activities`` cheap python actions in the method, with the given experiment controls."""
+    exp: Dict[str, Any] = {
+        "version": "1.0.0",
+        "title": "Overhead benchmark",
+        "description": f"{activities} trivial python actions",
+        "tags": ["bench"],
+        "method": [
+            {
+                "type": "action",
+                "name": f"action-{i:03d}",
+                "provider": {
+                    "type": "python",
+                    "module": "os.path",
+                    "func": "exists",
+                    "arguments": {"path": "/"},
+                },
+            }
+            for i in range(activities)
+        ],
+    }
+    if controls:
+        exp["controls"] = controls
+    return exp
+
+
+def cloudevents_control(sink_url: str) -> Dict[str, Any]:
+    return {
+        "name": "cloudevents",
+        "provider": {
+            "type": "python",
+            "module": "chaoscloudevents.control",
+            "arguments": {"sink_url": sink_url},
+        },
+    }
+
+
+def legacy_controls(pushgateway_url: str) -> List[Dict[str, Any]]:
+    return [
+        {"name": "influx", "provider": {"type": "python", "module": "chaosdb.influx"}},
+        {
+            "name": "prometheus",
+            "provider": {
+                "type": "python",
+                "module": "chaosprometheus.metrics",
+                "arguments": {"pushgateway_url": pushgateway_url},
+            },
+        },
+    ]
+
+
+def influx_configuration(influx_url: str) -> Dict[str, Any]:
+    parts = urllib.parse.urlsplit(influx_url)
+    return {
+        "influxdb": {
+            "host": parts.hostname,
+            "port": parts.port or 8086,
+            "http_endpoint": "/write",
+            "database": INFLUX_DB,
+        }
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Receivers and checks
+# ----------------------------------------------------------------------------------------------
+class AcceptAllReceiver:
+    """A minimal CloudEvents receiver: 202 with an empty body for every POST, counts them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                with receiver._lock:
+                    receiver.count += 1
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def closed_port_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}/"
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def http(url: str, data: Optional[bytes] = None, method: Optional[str] = None) -> bytes:
+    req = urllib.request.Request(url, data=data, method=method)
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.read()
+
+
+def influx_points(influx_url: str) -> int:
+    q = urllib.parse.urlencode({"db": INFLUX_DB, "q": 'SELECT count("func") FROM "chaos_toolkit.actions"'})
+    body = json.loads(http(f"{influx_url}/query?{q}"))
+    series = body["results"][0].get("series") or []
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def pushgateway_groups(pushgateway_url: str) -> int:
+    body = json.loads(http(f"{pushgateway_url}/api/v1/metrics"))
+    return sum(
+        1 for g in body.get("data") or [] if g.get("labels", {}).get("job") == "chaostoolkit"
+    )
+
+
+def chaos_sink_received(base_url: str) -> int:
+    text = http(f"{base_url}metrics").decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("chaos_sink_events_received_total")
+        )
+    )
+
+
+class ChaosSinkProcess:
+    """The real chaos-sink binary on 127.0.0.1, forwarding to the bench's InfluxDB/Pushgateway."""
+
+    def __init__(self, binary: Path, workdir: Path, influx_url: str, pushgateway_url: str) -> None:
+        port = free_port()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "RUST_LOG": "warn",
+            "CHAOS_SINK_INFLUXDB_URL": influx_url,
+            "CHAOS_SINK_INFLUXDB_DATABASE": INFLUX_DB,
+            "CHAOS_SINK_PUSHGATEWAY_URL": pushgateway_url,
+        }
+        self.log_path = workdir / "chaos-sink.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([str(binary)], env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                http(f"{self.url}readyz")
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise SystemExit(
+                        f"chaos-sink did not become ready; its log:\n{self.log_path.read_text()}"
+                    )
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Scenario:
+    name: str
+    label: str
+    experiment_path: Path
+    #: runs the experiment (the callable) between its own before/after reads; returns the sample
+    check: Callable[[Callable[[], "Sample"]], "Sample"]
+    samples: List["Sample"] = field(default_factory=list)
+
+
+@dataclass
+class Sample:
+    wall: float
+    duration: float  # the journal's duration (the run without interpreter start-up and exit)
+    returncode: int
+    stderr: str
+
+
+def run_chaos(chaos: Path, experiment_path: Path, workdir: Path, env: Dict[str, str]) -> Sample:
+    journal = workdir / "journal.json"
+    if journal.exists():
+        journal.unlink()
+    cmd = [
+        str(chaos),
+        "--no-version-check",
+        "--log-file",
+        str(workdir / "chaostoolkit.log"),
+        "--settings",
+        str(workdir / "settings.yaml"),
+        "run",
+        "--journal-path",
+        str(journal),
+        str(experiment_path),
+    ]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+    wall = time.perf_counter() - started
+    duration = float("nan")
+    if journal.exists():
+        duration = float(json.loads(journal.read_text()).get("duration") or "nan")
+    return Sample(wall, duration, proc.returncode, proc.stderr)
+
+
+def percentile(values: List[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--chaos", type=Path, default=Path(sys.executable).with_name("chaos"),
+                   help="the chaos CLI (default: next to this Python)")
+    p.add_argument("--repeats", type=int, default=7, help="measured rounds (default 7)")
+    p.add_argument("--warmup", type=int, default=1, help="discarded rounds first (default 1)")
+    p.add_argument("--activities", type=int, default=50, help="actions in the method (default 50)")
+    p.add_argument("--influx-url", default=os.environ.get("TEST_INFLUX_URL"),
+                   help="InfluxDB 1.x base URL (default $TEST_INFLUX_URL)")
+    p.add_argument("--pushgateway-url", default=os.environ.get("TEST_PUSHGATEWAY_URL"),
+                   help="Pushgateway base URL (default $TEST_PUSHGATEWAY_URL)")
+    p.add_argument("--chaos-sink", metavar="PATH|auto",
+                   help="also measure the control against the real chaos-sink binary "
+                        "(auto: target/release/chaos-sink, else target/debug/chaos-sink)")
+    p.add_argument("--only", help="comma-separated scenario names to run (default: all)")
+    p.add_argument("--json", type=Path, help="write every sample to this file")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = p.parse_args(argv)
+
+    if not args.chaos.exists():
+        p.error(f"no chaos CLI at {args.chaos}")
+    if not args.influx_url or not args.pushgateway_url:
+        p.error("--influx-url and --pushgateway-url (or TEST_INFLUX_URL/TEST_PUSHGATEWAY_URL) are needed")
+    influx_url = args.influx_url.rstrip("/")
+    pushgateway_url = args.pushgateway_url.rstrip("/")
+    sink_binary: Optional[Path] = None
+    if args.chaos_sink:
+        if args.chaos_sink == "auto":
+            for candidate in (REPO / "target/release/chaos-sink", REPO / "target/debug/chaos-sink"):
+                if candidate.exists():
+                    sink_binary = candidate
+                    break
+            if sink_binary is None:
+                print("no chaos-sink binary under target/: skipping that scenario", file=sys.stderr)
+        else:
+            sink_binary = Path(args.chaos_sink)
+            if not sink_binary.exists():
+                p.error(f"no chaos-sink binary at {sink_binary}")
+
+    http(f"{influx_url}/query", data=urllib.parse.urlencode({"q": f"CREATE DATABASE {INFLUX_DB}"}).encode())
+
+    work = Path(tempfile.mkdtemp(prefix="ce-overhead-"))
+    (work / "settings.yaml").write_text("{}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("K_SINK", "K_CE_", "CHAOS_SINK_"))}
+    env.pop("PYTHONPATH", None)
+    receiver = AcceptAllReceiver()
+    sink_proc: Optional[ChaosSinkProcess] = None
+    scenarios: List[Scenario] = []
+
+    def write(name: str, controls: List[Dict[str, Any]], configuration: Optional[Dict[str, Any]] = None) -> Path:
+        exp = experiment(args.activities, controls)
+        if configuration:
+            exp["configuration"] = configuration
+        path = work / f"{name}.json"
+        path.write_text(json.dumps(exp, indent=1))
+        return path
+
+    # experiment, method and rollbacks started/finished, and each activity started/finished
+    expected_events = 2 * args.activities + 6
+
+    def check_ok(run: Callable[[], Sample]) -> Sample:
+        sample = run()
+        if sample.returncode != 0:
+            raise SystemExit(f"chaos run failed ({sample.returncode}):\n{sample.stderr[-3000:]}")
+        return sample
+
+    def check_receiver(run: Callable[[], Sample]) -> Sample:
+        before = receiver.count
+        sample = check_ok(run)
+        got = receiver.count - before
+        if got != expected_events:
+            raise SystemExit(f"the receiver got {got} events, expected {expected_events}:\n{sample.stderr[-3000:]}")
+        return sample
+
+    def check_down(run: Callable[[], Sample]) -> Sample:
+        sample = check_ok(run)
+        if "could not be delivered" not in sample.stderr:
+            raise SystemExit(f"no delivery warning with the sink down:\n{sample.stderr[-3000:]}")
+        return sample
+
+    def check_chaos_sink(run: Callable[[], Sample]) -> Sample:
+        assert sink_proc is not None
+        before = chaos_sink_received(sink_proc.url)
+        sample = check_ok(run)
+        deadline = time.monotonic() + 5
+        while (got := chaos_sink_received(sink_proc.url) - before) < expected_events:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"chaos-sink received {got} events, expected {expected_events}")
+            time.sleep(0.05)
+        return sample
+
+    def check_legacy(run: Callable[[], Sample]) -> Sample:
+        before = influx_points(influx_url)
+        sample = check_ok(run)
+        got = influx_points(influx_url) - before
+        if got != 2 * args.activities:
+            raise SystemExit(f"InfluxDB got {got} points, expected {2 * args.activities}")
+        if pushgateway_groups(pushgateway_url) < 1:
+            raise SystemExit("no chaostoolkit group on the Pushgateway")
+        return sample
+
+    scenarios.append(Scenario("none", "no control", write("none", []), check_ok))
+    scenarios.append(Scenario("cloudevents", "cloudevents -> accept-all receiver",
+                              write("cloudevents", [cloudevents_control(receiver.url)]), check_receiver))
+    scenarios.append(Scenario("cloudevents-down", "cloudevents, sink down",
+                              write("cloudevents-down", [cloudevents_control(closed_port_url())]), check_down))
+    if sink_binary is not None:
+        sink_proc = ChaosSinkProcess(sink_binary, work, influx_url, pushgateway_url)
+        scenarios.append(Scenario("chaos-sink", f"cloudevents -> chaos-sink ({sink_binary.parent.name})",
+                                  write("chaos-sink", [cloudevents_control(sink_proc.url)]), check_chaos_sink))
+    scenarios.append(Scenario("legacy", "chaosdb influx + prometheus",
+                              write("legacy", legacy_controls(pushgateway_url), influx_configuration(influx_url)),
+                              check_legacy))
+    if args.only:
+        wanted = set(args.only.split(","))
+        scenarios = [s for s in scenarios if s.name in wanted or s.name == "none"]
+
+    try:
+        rounds = args.warmup + args.repeats
+        for r in range(rounds):
+            shift = r % len(scenarios)
+            order = scenarios[shift:] + scenarios[:shift]
+            for s in order:
+                sample = s.check(lambda s=s: run_chaos(args.chaos, s.experiment_path, work, env))
+                if r >= args.warmup:
+                    s.samples.append(sample)
+            tag = "warm-up" if r < args.warmup else f"round {r - args.warmup + 1}/{args.repeats}"
+            print(f"{tag}: " + "  ".join(f"{s.name}={s.samples[-1].wall:.3f}s" if r >= args.warmup else s.name
+                                          for s in scenarios), file=sys.stderr, flush=True)
+    finally:
+        receiver.close()
+        if sink_proc is not None:
+            sink_proc.close()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    report(scenarios, args)
+    if args.json:
+        args.json.write_text(json.dumps({
+            s.name: [{"wall": x.wall, "duration": x.duration} for x in s.samples] for s in scenarios
+        }, indent=1))
+    return 0
+
+
+def report(scenarios: List[Scenario], args: argparse.Namespace) -> None:
+    base = scenarios[0]
+    base_med = statistics.median(x.wall for x in base.samples)
+    base_p90 = percentile([x.wall for x in base.samples], 0.9)
+    base_dur = statistics.median(x.duration for x in base.samples)
+    print()
+    print(f"chaos run, {args.activities} python actions, {args.repeats} interleaved rounds "
+          f"(+{args.warmup} warm-up), {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    header = (f"| {'scenario':<38} | median wall | p90 wall | median vs none | p90 vs none "
+              f"| run duration (journal) |")
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for s in scenarios:
+        walls = [x.wall for x in s.samples]
+        med = statistics.median(walls)
+        p90 = percentile(walls, 0.9)
+        dur = statistics.median(x.duration for x in s.samples)
+        print(f"| {s.label:<38} | {med:>9.3f} s | {p90:>6.3f} s | {100 * (med / base_med - 1):>+13.1f}% "
+              f"| {100 * (p90 / base_p90 - 1):>+10.1f}% | {dur:>8.3f} s ({dur - base_dur:+.3f}) |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
