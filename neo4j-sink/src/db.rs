@@ -3,7 +3,7 @@
 
 use crate::config::Neo4jConfig;
 use neo4rs::{
-    ConfigBuilder, Graph, Neo4jClientErrorKind, Neo4jErrorKind, Neo4jSecurityErrorKind, Query,
+    ConfigBuilder, Graph, Neo4jClientErrorKind, Neo4jErrorKind, Neo4jSecurityErrorKind, Query, Txn,
     query,
 };
 use std::future::Future;
@@ -122,6 +122,53 @@ pub struct Db {
     graph: Graph,
     connect_timeout: Duration,
     tx_timeout: Duration,
+    bolt_port: u16,
+}
+
+/// Turns Nagle's algorithm off on this process's connections to the Bolt port.
+///
+/// neo4rs 0.9.0-rc.11 leaves `TCP_NODELAY` off and writes a message larger than its 8 KiB buffer
+/// as a 2-byte chunk header followed by the chunk: the header goes out alone, Nagle holds the
+/// chunk until the header is acknowledged, and the server delays that acknowledgement by 40 ms.
+/// Every batch statement over 8 KiB then costs 40 ms more (measured: 48 ms instead of 5 ms for
+/// 32 CTS traces). The driver exposes no socket, so its sockets are found in `/proc/self/fd`
+/// (cheap: a few dozen entries, once per transaction; a no-op on sockets already tuned).
+#[cfg(target_os = "linux")]
+fn set_nodelay_on_bolt_sockets(port: u16) {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Ok(raw) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
+            continue;
+        };
+        // SAFETY: `raw` is a descriptor of this process, borrowed only for the getsockopt,
+        // getpeername and setsockopt calls below and never closed here. Should another thread
+        // close it and reuse the number meanwhile, the calls fail on a non-socket or at worst
+        // turn Nagle off on another connection to the same port: harmless either way.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let sock = socket2::SockRef::from(&fd);
+        let to_bolt = sock
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| a.port() == port);
+        if to_bolt && matches!(sock.tcp_nodelay(), Ok(false)) {
+            let _ = sock.set_tcp_nodelay(true);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_nodelay_on_bolt_sockets(_port: u16) {}
+
+/// The port of a Bolt URI (default 7687).
+fn bolt_port(uri: &str) -> u16 {
+    uri.split_once("://")
+        .and_then(|(_, rest)| url::Url::parse(&format!("bolt://{rest}")).ok())
+        .and_then(|u| u.port())
+        .unwrap_or(7687)
 }
 
 async fn timed<T>(
@@ -152,6 +199,7 @@ impl Db {
             graph: Graph::connect(config).map_err(DbError::from)?,
             connect_timeout: cfg.connect_timeout,
             tx_timeout: cfg.tx_timeout,
+            bolt_port: bolt_port(&cfg.uri),
         })
     }
 
@@ -160,10 +208,17 @@ impl Db {
         &self.graph
     }
 
+    /// Starts a transaction on a pooled connection (Nagle off, see [`set_nodelay_on_bolt_sockets`]).
+    async fn begin(&self) -> Result<Txn, DbError> {
+        let txn = self.graph.start_txn().await?;
+        set_nodelay_on_bolt_sockets(self.bolt_port);
+        Ok(txn)
+    }
+
     /// Checks the server answers a query, within the connect timeout plus one second.
     pub async fn ping(&self) -> Result<(), DbError> {
         timed(self.connect_timeout + Duration::from_secs(1), async {
-            let mut txn = self.graph.start_txn().await?;
+            let mut txn = self.begin().await?;
             txn.run(query("RETURN 1")).await?;
             txn.commit().await?;
             Ok(())
@@ -182,7 +237,7 @@ impl Db {
     /// Runs the statements in one transaction and commits, all within the transaction timeout.
     pub async fn write(&self, queries: Vec<Query>) -> Result<(), DbError> {
         timed(self.tx_timeout, async {
-            let mut txn = self.graph.start_txn().await?;
+            let mut txn = self.begin().await?;
             for q in queries {
                 txn.run(q).await?;
             }
@@ -195,7 +250,7 @@ impl Db {
     /// Runs a read query and returns the first column of every row as `i64` (tests, benchmark).
     pub async fn query_i64(&self, q: Query) -> Result<Vec<i64>, DbError> {
         timed(self.tx_timeout, async {
-            let mut txn = self.graph.start_txn().await?;
+            let mut txn = self.begin().await?;
             let mut stream = txn.execute(q).await?;
             let mut out = Vec::new();
             while let Some(row) = stream.next(txn.handle()).await? {
@@ -208,5 +263,31 @@ impl Db {
             Ok(out)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bolt_ports() {
+        assert_eq!(bolt_port("bolt://127.0.0.1:59831"), 59831);
+        assert_eq!(bolt_port("neo4j+s://db.example"), 7687);
+        assert_eq!(bolt_port("garbage"), 7687);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn nagle_is_turned_off_on_bolt_connections_only() {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let bolt = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let unrelated = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        assert!(!bolt.nodelay().unwrap());
+        set_nodelay_on_bolt_sockets(port);
+        assert!(bolt.nodelay().unwrap());
+        assert!(!unrelated.nodelay().unwrap());
     }
 }

@@ -241,6 +241,10 @@ async fn write_loop(
     metrics: SinkMetrics,
     batching: Batching,
 ) {
+    // Requests answered by the previous commit: senders that wait for their answer (Knative
+    // dispatchers, one request each in flight) come back with about that many, so once they are
+    // in there is nothing to wait for. The first batch waits the full timeout.
+    let mut expected = usize::MAX;
     while let Some(first) = rx.recv().await {
         let mut events = first.records.len();
         let mut batch = vec![first];
@@ -249,7 +253,11 @@ async fn write_loop(
             let next = match rx.try_recv() {
                 Ok(job) => Some(job),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) if batching.timeout.is_zero() => None,
+                Err(mpsc::error::TryRecvError::Empty)
+                    if batching.timeout.is_zero() || batch.len() >= expected =>
+                {
+                    None
+                }
                 Err(mpsc::error::TryRecvError::Empty) => {
                     tokio::time::timeout_at(deadline, rx.recv())
                         .await
@@ -261,6 +269,7 @@ async fn write_loop(
             events += job.records.len();
             batch.push(job);
         }
+        expected = batch.len();
         metrics.queue_depth.sub(events as i64);
         let outcome = match health.check() {
             Ok(()) => write_batch(&db, &batch, &metrics).await,
