@@ -220,6 +220,11 @@ pub struct PushgatewayConfig {
     /// Seconds after a run finished when its group is deleted (0: never; default 0).
     #[serde(default)]
     pub delete_after: f64,
+    /// The outcome is pushed before `experiment.finished` is acknowledged; the in-progress and
+    /// activity series are pushed with it, or by a flush (within 1 s for a new run, then every
+    /// `flush_interval` seconds; default 5; 0: push on every event before acknowledging it).
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: f64,
     /// Basic auth user (Pushgateway `--web.config.file`).
     #[serde(default)]
     pub username: Option<String>,
@@ -362,6 +367,9 @@ fn default_job() -> String {
 }
 fn default_group_by() -> GroupBy {
     GroupBy::Run
+}
+fn default_flush_interval() -> f64 {
+    5.0
 }
 fn default_service_name() -> String {
     "chaostoolkit".into()
@@ -752,6 +760,7 @@ impl Config {
                     "grouping_key": p.grouping_key,
                     "group_by": p.group_by,
                     "delete_after": p.delete_after,
+                    "flush_interval": p.flush_interval,
                     "username": p.username,
                     "password": p.password.as_ref().map(|s| s.to_string()),
                 }),
@@ -1057,6 +1066,7 @@ impl PushgatewayConfig {
             }
         }
         seconds("pushgateway.delete_after", self.delete_after)?;
+        seconds("pushgateway.flush_interval", self.flush_interval)?;
         positive_seconds("pushgateway.timeout", self.timeout)?;
         if self.username.is_some() != self.password.is_some() {
             return Err(ConfigError::invalid(

@@ -42,7 +42,19 @@ async fn chaostoolkit_prometheus_metrics_per_run(url: &str) {
     let exp_ref = events[0]["chaosexperiment"].as_str().unwrap();
 
     sink.send_all(&events[..1]).await;
-    let groups = pushgateway_groups(url).await;
+    // The in-progress series is flushed within a second or so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let groups = loop {
+        let groups = pushgateway_groups(url).await;
+        if group_of(&groups, run_id).is_some() {
+            break groups;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no group after the start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let g = group_of(&groups, run_id).expect("group pushed at start");
     assert_eq!(g["labels"]["job"], "chaostoolkit");
     assert_eq!(g["labels"]["team"], "sre");
@@ -149,7 +161,26 @@ async fn group_by_experiment_keeps_the_last_run_and_groups_expire(url: &str) {
     let second = as_run(&first, "44444444-5555-4666-8777-888888888888", None);
     sink.send_all(&first).await;
     sink.send_all(&second[..1]).await;
-    let groups = pushgateway_groups(url).await;
+    // The second run's start is flushed within a couple of seconds and takes the group over.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let groups = loop {
+        let groups = pushgateway_groups(url).await;
+        let taken = groups.iter().any(|g| {
+            pg_samples(g, "chaostoolkit_inprogress_experiment")
+                .iter()
+                .any(|(l, _)| {
+                    l["chaostoolkit_run_trace_id"] == "44444444-5555-4666-8777-888888888888"
+                })
+        });
+        if taken {
+            break groups;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "second run not pushed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let ours: Vec<_> = groups
         .iter()
         .filter(|g| g["labels"]["job"] == "chaostoolkit")
@@ -163,7 +194,7 @@ async fn group_by_experiment_keeps_the_last_run_and_groups_expire(url: &str) {
     );
     assert_eq!(samples[0].1, "1");
     // The first run's deletion is skipped: the group belongs to the second run now.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
         pushgateway_groups(url)
             .await
