@@ -268,6 +268,7 @@ class Scenario:
 class Sample:
     wall: float
     duration: float  # the journal's duration (the run without interpreter start-up and exit)
+    cpu: float  # user + system CPU seconds of the chaos process
     returncode: int
     stderr: str
 
@@ -288,13 +289,17 @@ def run_chaos(chaos: Path, experiment_path: Path, workdir: Path, env: Dict[str, 
         str(journal),
         str(experiment_path),
     ]
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
-    wall = time.perf_counter() - started
+    with open(workdir / "stdout", "wb") as out, open(workdir / "stderr", "wb") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
     duration = float("nan")
     if journal.exists():
         duration = float(json.loads(journal.read_text()).get("duration") or "nan")
-    return Sample(wall, duration, proc.returncode, proc.stderr)
+    stderr = (workdir / "stderr").read_text(errors="replace")
+    return Sample(wall, duration, usage.ru_utime + usage.ru_stime, proc.returncode, stderr)
 
 
 def percentile(values: List[float], q: float) -> float:
@@ -447,7 +452,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     report(scenarios, args)
     if args.json:
         args.json.write_text(json.dumps({
-            s.name: [{"wall": x.wall, "duration": x.duration} for x in s.samples] for s in scenarios
+            s.name: [{"wall": x.wall, "cpu": x.cpu, "duration": x.duration} for x in s.samples]
+            for s in scenarios
         }, indent=1))
     return 0
 
@@ -456,21 +462,24 @@ def report(scenarios: List[Scenario], args: argparse.Namespace) -> None:
     base = scenarios[0]
     base_med = statistics.median(x.wall for x in base.samples)
     base_p90 = percentile([x.wall for x in base.samples], 0.9)
+    base_cpu = statistics.median(x.cpu for x in base.samples)
     base_dur = statistics.median(x.duration for x in base.samples)
     print()
     print(f"chaos run, {args.activities} python actions, {args.repeats} interleaved rounds "
           f"(+{args.warmup} warm-up), {os.cpu_count()} CPUs, Python {platform.python_version()}")
     header = (f"| {'scenario':<38} | median wall | p90 wall | median vs none | p90 vs none "
-              f"| run duration (journal) |")
+              f"| median CPU (vs none) | run duration (vs none) |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for s in scenarios:
         walls = [x.wall for x in s.samples]
         med = statistics.median(walls)
         p90 = percentile(walls, 0.9)
+        cpu = statistics.median(x.cpu for x in s.samples)
         dur = statistics.median(x.duration for x in s.samples)
         print(f"| {s.label:<38} | {med:>9.3f} s | {p90:>6.3f} s | {100 * (med / base_med - 1):>+13.1f}% "
-              f"| {100 * (p90 / base_p90 - 1):>+10.1f}% | {dur:>8.3f} s ({dur - base_dur:+.3f}) |")
+              f"| {100 * (p90 / base_p90 - 1):>+10.1f}% | {cpu:>6.3f} s ({100 * (cpu / base_cpu - 1):+6.1f}%) "
+              f"| {dur:>7.3f} s ({dur - base_dur:+.3f} s) |")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
@@ -101,21 +100,45 @@ _MAX_DEPTH = 8
 # --------------------------------------------------------------------------------------------
 # The event value
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
 class CloudEvent:
-    """One CloudEvent 1.0 with JSON data, independent of the HTTP encoding.
+    """One CloudEvent 1.0 with JSON data, independent of the HTTP encoding (treat as immutable).
 
     ``id`` is generated once when the event is built, so every delivery attempt of the same
     event carries the same ``id`` (receivers deduplicate on ``source`` + ``id``).
+
+    A plain class rather than a dataclass: creating dataclasses costs about a millisecond each
+    at import, and the import is paid by every ``chaos run`` (see ``bench/overhead.py``).
     """
 
-    id: str
-    source: str
-    type: str
-    time: str
-    subject: Optional[str]
-    extensions: Mapping[str, str]
-    data: Mapping[str, Any]
+    __slots__ = ("id", "source", "type", "time", "subject", "extensions", "data")
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - the CloudEvents attribute name
+        source: str,
+        type: str,  # noqa: A002
+        time: str,
+        subject: Optional[str],
+        extensions: Mapping[str, str],
+        data: Mapping[str, Any],
+    ) -> None:
+        self.id = id
+        self.source = source
+        self.type = type
+        self.time = time
+        self.subject = subject
+        self.extensions = extensions
+        self.data = data
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CloudEvent):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CloudEvent(id={self.id!r}, type={self.type!r}, time={self.time!r})"
 
     def attributes(self) -> Dict[str, str]:
         """All context attributes (not the data), as strings, in a stable order."""
@@ -318,7 +341,10 @@ def provider_summary(provider: Any, redactor: Optional[Redactor] = None) -> Dict
 # --------------------------------------------------------------------------------------------
 # The factory
 # --------------------------------------------------------------------------------------------
-@dataclass
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
 class EventFactory:
     """Builds the run's CloudEvents. One factory per run (it holds the run id).
 
@@ -327,16 +353,25 @@ class EventFactory:
     id, so an ordered broker keeps a run together), plus the user's extra extensions.
     """
 
-    run_id: str
-    experiment_ref: str
-    hostname: str
-    title: str
-    redactor: Redactor = field(default_factory=Redactor)
-    extensions: Mapping[str, str] = field(default_factory=dict)
-    max_output_length: int = 2048
-    id_factory: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        experiment_ref: str,
+        hostname: str,
+        title: str,
+        redactor: Optional[Redactor] = None,
+        extensions: Optional[Mapping[str, str]] = None,
+        max_output_length: int = 2048,
+        id_factory: Callable[[], str] = _new_id,
+    ) -> None:
+        self.run_id = run_id
+        self.experiment_ref = experiment_ref
+        self.hostname = hostname
+        self.title = title
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.extensions: Mapping[str, str] = dict(extensions or {})
+        self.max_output_length = max_output_length
+        self.id_factory = id_factory
         self._title = self.redactor.scrub_text(self.title)
         self._source = f"urn:chaostoolkit:{self.hostname or 'unknown'}"
         ext = {k: v for k, v in self.extensions.items() if k not in RESERVED_ATTRIBUTES}

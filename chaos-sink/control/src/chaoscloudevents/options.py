@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
@@ -37,21 +36,55 @@ class OptionError(ValueError):
     """An argument of the control is invalid; the message names it."""
 
 
-@dataclass(frozen=True)
 class ControlOptions:
-    """Validated settings of the control for one run."""
+    """Validated settings of the control for one run (a plain class: see ``events.CloudEvent``)."""
 
-    sink_url: Optional[str]
-    mode: str = DEFAULTS["mode"]
-    timeout: float = DEFAULTS["timeout"]
-    flush_timeout: float = DEFAULTS["flush_timeout"]
-    max_retries: int = DEFAULTS["max_retries"]
-    queue_size: int = DEFAULTS["queue_size"]
-    max_output_length: int = DEFAULTS["max_output_length"]
-    extensions: Mapping[str, str] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    public_configuration_keys: Tuple[str, ...] = ()
-    ca_certs_pem: Optional[str] = None
+    __slots__ = (
+        "sink_url",
+        "mode",
+        "timeout",
+        "flush_timeout",
+        "max_retries",
+        "queue_size",
+        "max_output_length",
+        "extensions",
+        "headers",
+        "public_configuration_keys",
+        "ca_certs_pem",
+    )
+
+    def __init__(
+        self,
+        sink_url: Optional[str],
+        mode: str = DEFAULTS["mode"],
+        timeout: float = DEFAULTS["timeout"],
+        flush_timeout: float = DEFAULTS["flush_timeout"],
+        max_retries: int = DEFAULTS["max_retries"],
+        queue_size: int = DEFAULTS["queue_size"],
+        max_output_length: int = DEFAULTS["max_output_length"],
+        extensions: Optional[Mapping[str, str]] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        public_configuration_keys: Tuple[str, ...] = (),
+        ca_certs_pem: Optional[str] = None,
+    ) -> None:
+        self.sink_url = sink_url
+        self.mode = mode
+        self.timeout = timeout
+        self.flush_timeout = flush_timeout
+        self.max_retries = max_retries
+        self.queue_size = queue_size
+        self.max_output_length = max_output_length
+        self.extensions: Mapping[str, str] = dict(extensions or {})
+        self.headers: Mapping[str, str] = dict(headers or {})
+        self.public_configuration_keys = public_configuration_keys
+        self.ca_certs_pem = ca_certs_pem
+
+    def __repr__(self) -> str:
+        # no header values: they may carry credentials
+        return (
+            f"ControlOptions(sink_url=..., mode={self.mode!r}, timeout={self.timeout!r}, "
+            f"flush_timeout={self.flush_timeout!r}, headers={sorted(self.headers)!r})"
+        )
 
     @classmethod
     def from_arguments(

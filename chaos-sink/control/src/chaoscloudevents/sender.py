@@ -16,7 +16,6 @@ import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
 from typing import Deque, Optional, Protocol
 
 from chaoscloudevents.transport import DELIVERED, REJECTED, HttpRequest, SendOutcome
@@ -36,14 +35,22 @@ class Transport(Protocol):
         """Release connections."""
 
 
-@dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, capped; ``Retry-After`` honoured up to a cap."""
 
-    max_retries: int = 4
-    initial_backoff: float = 0.2
-    max_backoff: float = 2.0
-    max_retry_after: float = 10.0
+    __slots__ = ("max_retries", "initial_backoff", "max_backoff", "max_retry_after")
+
+    def __init__(
+        self,
+        max_retries: int = 4,
+        initial_backoff: float = 0.2,
+        max_backoff: float = 2.0,
+        max_retry_after: float = 10.0,
+    ) -> None:
+        self.max_retries = max_retries
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
 
     def delay(self, attempt: int, retry_after: Optional[float] = None) -> float:
         """Seconds to wait before retry number ``attempt + 1`` (``attempt`` starts at 0)."""
@@ -53,21 +60,48 @@ class RetryPolicy:
         return random.uniform(ceiling / 2, ceiling)
 
 
-@dataclass
 class SenderStats:
     """Counters of one sender (one run)."""
 
-    submitted: int = 0
-    delivered: int = 0
-    retried: int = 0
-    failed: int = 0
-    dropped: int = 0
-    unconfirmed: int = 0  # still in flight when the flush timeout ran out
+    __slots__ = ("submitted", "delivered", "retried", "failed", "dropped", "unconfirmed")
+
+    def __init__(
+        self,
+        submitted: int = 0,
+        delivered: int = 0,
+        retried: int = 0,
+        failed: int = 0,
+        dropped: int = 0,
+        unconfirmed: int = 0,  # still in flight when the flush timeout ran out
+    ) -> None:
+        self.submitted = submitted
+        self.delivered = delivered
+        self.retried = retried
+        self.failed = failed
+        self.dropped = dropped
+        self.unconfirmed = unconfirmed
 
     @property
     def lost(self) -> int:
         """Events that did not (or not provably) reach the sink."""
         return self.failed + self.dropped + self.unconfirmed
+
+    def copy(self, **changes: int) -> "SenderStats":
+        """A snapshot, with some counters replaced."""
+        values = {name: getattr(self, name) for name in self.__slots__}
+        values.update(changes)
+        return SenderStats(**values)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SenderStats):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{n}={getattr(self, n)}" for n in self.__slots__)
+        return f"SenderStats({counts})"
 
 
 class Sender:
@@ -161,7 +195,7 @@ class Sender:
             if not flushed:
                 self.stats.dropped += len(self._queue)
                 self._queue.clear()
-            final = replace(self.stats, unconfirmed=1 if self._inflight else 0)
+            final = self.stats.copy(unconfirmed=1 if self._inflight else 0)
             self._final = final
             self._cond.notify_all()
         if final.lost:

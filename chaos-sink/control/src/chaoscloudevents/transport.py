@@ -22,7 +22,6 @@ import re
 import socket
 import ssl
 import time
-from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
@@ -72,14 +71,21 @@ def percent_encode(value: str) -> str:
     return quote(value, safe=_HEADER_SAFE)
 
 
-@dataclass(frozen=True)
 class HttpRequest:
     """An encoded event, ready to be POSTed as many times as needed (same id every time)."""
 
-    event_id: str
-    event_type: str
-    headers: Mapping[str, str]
-    body: bytes
+    __slots__ = ("event_id", "event_type", "headers", "body")
+
+    def __init__(
+        self, event_id: str, event_type: str, headers: Mapping[str, str], body: bytes
+    ) -> None:
+        self.event_id = event_id
+        self.event_type = event_type
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"HttpRequest({self.event_type!r}, {self.event_id!r}, {len(self.body)} bytes)"
 
 
 def _json_bytes(value: object) -> bytes:
@@ -106,15 +112,35 @@ def encode(event: CloudEvent, mode: str = BINARY) -> HttpRequest:
     return HttpRequest(event_id=event.id, event_type=event.type, headers=headers, body=body)
 
 
-@dataclass(frozen=True)
 class SendOutcome:
     """Result of one delivery attempt."""
 
-    result: str  # DELIVERED, RETRY or REJECTED
-    detail: str
-    retry_after: Optional[float] = None
-    #: nothing answers at the sink's address (connection refused, unknown host, no route)
-    unreachable: bool = False
+    __slots__ = ("result", "detail", "retry_after", "unreachable")
+
+    def __init__(
+        self,
+        result: str,  # DELIVERED, RETRY or REJECTED
+        detail: str,
+        retry_after: Optional[float] = None,
+        unreachable: bool = False,  # nothing answers at the sink's address (refused, DNS, route)
+    ) -> None:
+        self.result = result
+        self.detail = detail
+        self.retry_after = retry_after
+        self.unreachable = unreachable
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SendOutcome):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"SendOutcome(result={self.result!r}, detail={self.detail!r}, "
+            f"retry_after={self.retry_after!r}, unreachable={self.unreachable!r})"
+        )
 
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
