@@ -114,9 +114,28 @@ def test_user_extensions_cannot_replace_control_attributes() -> None:
 
 
 def test_event_ids_are_unique_uuids() -> None:
+    import uuid
+
     f = factory()
     ids = {f.section_started("org.chaostoolkit.method.started", T0).id for _ in range(100)}
     assert len(ids) == 100
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize(
+    "dt",
+    [
+        datetime(2026, 11, 22, 20, 50, 12, 635557, tzinfo=timezone.utc),
+        datetime(2026, 11, 22, 20, 50, 12, 0, tzinfo=timezone.utc),
+        datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-7, minutes=-30))),
+        datetime(2026, 12, 31, 23, 59, 59, 999999),  # naive: taken as local time, as before
+    ],
+)
+def test_format_time_is_rfc3339_utc_with_microseconds(dt: datetime) -> None:
+    assert format_time(dt) == dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def test_empty_hostname() -> None:

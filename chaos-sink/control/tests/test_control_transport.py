@@ -65,6 +65,7 @@ def test_percent_encoding_example_from_the_http_binding_spec() -> None:
 )
 def test_percent_encoding_rules(value: str, expected: str) -> None:
     assert percent_encode(value) == expected
+    assert percent_encode(value) == expected  # the second time from the cache
 
 
 @pytest.mark.parametrize(

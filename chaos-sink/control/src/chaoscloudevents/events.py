@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import uuid
+import os
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional
@@ -93,6 +93,8 @@ RUN_STATUSES = ("completed", "failed", "aborted", "interrupted")
 ACTIVITY_STATUSES = ("succeeded", "failed")
 
 _TRUNCATION_MARK = "…[truncated]"
+#: one encoder for every call (json.dumps with options builds a new encoder each time)
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False)
 _MAX_ITEMS = 100
 _MAX_DEPTH = 8
 
@@ -195,7 +197,10 @@ def parse_time(value: Any) -> Optional[datetime]:
 
 def format_time(dt: datetime) -> str:
     """RFC 3339 UTC with microseconds and a ``Z`` suffix, e.g. ``2026-11-22T20:50:12.635557Z``."""
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if dt.tzinfo is not timezone.utc:
+        dt = dt.astimezone(timezone.utc)
+    # isoformat is done in C: several times cheaper than strftime("...%fZ"), same text
+    return dt.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _seconds(start: datetime, end: datetime) -> float:
@@ -294,11 +299,13 @@ def shorten_output(value: Any, limit: int, redactor: Optional[Redactor] = None) 
     jsonable = _to_json_value(value)
     if redactor is not None:
         jsonable = redactor.scrub(jsonable)
+    if jsonable is None or isinstance(jsonable, (bool, int, float)):
+        return jsonable  # a scalar (the usual output of a probe) is short: nothing to shorten
     shortened = _shorten_strings(jsonable, max(64, limit // 4))
-    text = json.dumps(shortened, ensure_ascii=False)
+    text = _JSON_TEXT.encode(shortened)
     if len(text) <= limit:
         return shortened
-    return _truncate(json.dumps(jsonable, ensure_ascii=False), limit)
+    return _truncate(_JSON_TEXT.encode(jsonable), limit)
 
 
 def shorten_exception(value: Any, limit: int, redactor: Optional[Redactor] = None) -> Optional[str]:
@@ -342,7 +349,12 @@ def provider_summary(provider: Any, redactor: Optional[Redactor] = None) -> Dict
 # The factory
 # --------------------------------------------------------------------------------------------
 def _new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as text; ``str(uuid.uuid4())`` without the ``UUID`` object."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class EventFactory:

@@ -58,6 +58,7 @@ _MAX_RESPONSE_BYTES = 64 * 1024
 # Printable ASCII (0x21-0x7E) except '"' and '%': the bytes a header value may carry as they are.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 _ALL_SAFE = re.compile(r"[!#-$&-~]*")  # the same set, to skip the work for plain values
+_ENCODED: Dict[str, str] = {}
 
 
 def percent_encode(value: str) -> str:
@@ -68,7 +69,13 @@ def percent_encode(value: str) -> str:
     """
     if _ALL_SAFE.fullmatch(value):
         return value
-    return quote(value, safe=_HEADER_SAFE)
+    # the same few values (the title, the source) come with every event of a run
+    encoded = _ENCODED.get(value)
+    if encoded is None:
+        if len(_ENCODED) >= 256:
+            _ENCODED.clear()
+        encoded = _ENCODED[value] = quote(value, safe=_HEADER_SAFE)
+    return encoded
 
 
 class HttpRequest:
@@ -88,10 +95,11 @@ class HttpRequest:
         return f"HttpRequest({self.event_type!r}, {self.event_id!r}, {len(self.body)} bytes)"
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _json_bytes(value: object) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
-        "utf-8"
-    )
+    return _JSON.encode(value).encode("utf-8")
 
 
 def encode(event: CloudEvent, mode: str = BINARY) -> HttpRequest:
