@@ -119,6 +119,56 @@ def test_sink_down_costs_nothing_per_event_and_is_logged_once(
     assert "200 of 200 events could not be delivered" in logged[1]
 
 
+class CountingTransport:
+    """The real transport, counting the attempts."""
+
+    def __init__(self, url: str) -> None:
+        self.inner = HttpTransport(url, timeout=1.0)
+        self.attempts = 0
+
+    def send(self, request: HttpRequest) -> SendOutcome:
+        self.attempts += 1
+        return self.inner.send(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_sink_down_at_the_end_of_the_run_is_not_tried_once_per_event() -> None:
+    transport = CountingTransport(closed_port_url())
+    sender = Sender(transport, sink_label="down", policy=RetryPolicy(max_retries=4))
+    for r in requests(100):
+        sender.submit(r)
+    stats = sender.close(5.0)
+    assert stats.failed == 100 and stats.lost == 100
+    # the first event during the run (then its backoff is cut short by the end of the run), its
+    # retry at the end: refused, so the 99 others are given up without a connection attempt each
+    assert transport.attempts <= 2
+
+
+def test_sink_that_comes_back_after_a_refusal_during_the_run_gets_the_events(
+    fake_sink: FakeCloudEventsSink,
+) -> None:
+    """A refusal during the run is retried as usual; only a refusal at the end gives up."""
+    port = fake_sink.port
+    fake_sink.stop()
+    transport = CountingTransport(f"http://127.0.0.1:{port}/")
+    policy = RetryPolicy(max_retries=10, initial_backoff=0.05)
+    sender = Sender(transport, sink_label="flaky", policy=policy)
+    for r in requests(5):
+        sender.submit(r)
+    time.sleep(0.2)
+    restarted = FakeCloudEventsSink()
+    restarted.port = port  # the sink comes back on the same port
+    restarted.start()
+    try:
+        stats = sender.close(5.0)
+        assert stats.delivered == 5 and stats.lost == 0
+        assert len(restarted.accepted()) == 5
+    finally:
+        restarted.stop()
+
+
 def test_sink_answering_503_is_retried_until_the_flush_timeout(
     fake_sink: FakeCloudEventsSink,
 ) -> None:

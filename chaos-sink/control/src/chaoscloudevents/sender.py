@@ -127,6 +127,7 @@ class Sender:
         self._thread: Optional[threading.Thread] = None
         self._warned = False
         self._drop_warned = False
+        self._unreachable = False  # refused at the end of the run: give up on the queue
         self._final: Optional[SenderStats] = None
         self.stats = SenderStats()
 
@@ -221,6 +222,12 @@ class Sender:
             with self._cond:
                 while not self._queue and not self._closed:
                     self._cond.wait()
+                if self._unreachable:
+                    # the run is over and nothing listens at the sink's address: the rest of
+                    # the queue would be refused too, one connection attempt each
+                    self.stats.failed += len(self._queue)
+                    self._queue.clear()
+                    self._cond.notify_all()
                 if not self._queue:
                     break
                 request = self._queue.popleft()
@@ -257,6 +264,8 @@ class Sender:
                 or (outcome.unreachable and self._closing.is_set())
             ):
                 self.stats.failed += 1
+                if outcome.unreachable and self._closing.is_set():
+                    self._unreachable = True
                 return
             attempt += 1
             self.stats.retried += 1
