@@ -550,6 +550,29 @@ def test_slow_sink_does_not_slow_the_experiment(
     assert len(received) < 24
 
 
+@pytest.mark.parametrize("delay", [0.5, 30.0], ids=["slow", "hanging"])
+def test_slow_or_hanging_sink_adds_at_most_the_flush_timeout_at_the_end(
+    tmp_path: Path, chaos_run: Any, delay: float
+) -> None:
+    """The end of the run waits ``flush_timeout`` at most, even with a request in flight whose
+    own ``timeout`` is far longer (the sender thread is a daemon: it is not waited for)."""
+    baseline = chaos_run("passing.json", experiment_path=_experiment_without_controls(tmp_path))
+    with FakeCloudEventsSink() as sink:
+        sink.answer(status=202, delay=delay)
+        run = chaos_run(
+            "passing.json",
+            sink=sink,
+            experiment_path=_experiment_without_controls(
+                tmp_path, "passing.json", flush_timeout=1.0, timeout=60
+            ),
+        )
+    assert run.returncode == 0
+    assert run.journal["duration"] < 2.0
+    # flush_timeout (1 s) plus a margin for a loaded machine, not 24 x delay nor the 60 s timeout
+    assert run.wall_seconds < baseline.wall_seconds + 1.0 + 1.0, (run.wall_seconds, baseline)
+    assert any("could not be delivered" in w for w in _warnings(run))
+
+
 def test_no_sink_configured_leaves_the_run_alone(tmp_path: Path, chaos_run: Any) -> None:
     run = chaos_run("passing.json")  # no K_SINK, no sink_url
     assert run.returncode == 0

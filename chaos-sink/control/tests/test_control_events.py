@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 
 from chaoscloudevents.events import (
     ALL_EVENT_TYPES,
+    METHOD_STARTED,
     EventFactory,
     experiment_reference,
     format_time,
@@ -528,6 +529,58 @@ def test_handler_full_sequence(
     assert events[-1]["data"]["deviated"] is True
     assert recorder.closed_with == 1.5
     assert {r.event_type for r in recorder.requests} <= set(ALL_EVENT_TYPES)
+
+
+def test_every_run_notification_sends_only_the_designs_types(
+    handler: CloudEventsRunHandler, recorder: RecordingSender, event_schema: Dict[str, Any]
+) -> None:
+    """Chaos Toolkit notifies more than the design covers (cooldown, signal exit, continuous
+    iterations, interruption): none of it may produce a type outside the schema's enum."""
+    from chaoslib.run import RunEventHandler
+
+    j = journal()
+    calls = {
+        "started": (EXPERIMENT, j),
+        "running": (EXPERIMENT, j, {}, {}, None, {}),
+        "start_hypothesis_before": (EXPERIMENT,),
+        "start_activity": (PROBE,),
+        "activity_completed": (PROBE, run_of(PROBE, tolerance_met=True)),
+        "hypothesis_before_completed": (EXPERIMENT, {"steady_state_met": True}, j),
+        "start_continuous_hypothesis": (1,),
+        "continuous_hypothesis_iteration": (0, {"steady_state_met": True}),
+        "continuous_hypothesis_completed": (EXPERIMENT, j, None),
+        "start_method": (EXPERIMENT,),
+        "method_completed": (EXPERIMENT, []),
+        "start_cooldown": (3,),
+        "cooldown_completed": (),
+        "start_hypothesis_after": (EXPERIMENT,),
+        "hypothesis_after_completed": (EXPERIMENT, {"steady_state_met": False}, j),
+        "start_rollbacks": (EXPERIMENT,),
+        "rollbacks_completed": (EXPERIMENT, j),
+        "interrupted": (EXPERIMENT, j),
+        "signal_exit": (),
+        "finish": (j,),
+    }
+    notifications = {
+        n for n in vars(RunEventHandler) if not n.startswith("_") and callable(getattr(handler, n))
+    }
+    assert notifications <= set(calls), notifications - set(calls)  # a new chaoslib notification
+    for name, args in calls.items():
+        if name in notifications:
+            getattr(handler, name)(*args)
+    types = {r.event_type for r in recorder.requests}
+    assert types <= set(ALL_EVENT_TYPES) == set(event_schema["$defs"]["eventType"]["enum"])
+    assert {e["type"] for e in recorder.events()} == types
+
+
+def test_an_event_of_a_type_outside_the_design_is_not_sent(
+    handler: CloudEventsRunHandler, recorder: RecordingSender
+) -> None:
+    handler._emit(  # noqa: SLF001
+        handler.factory.event("org.chaostoolkit.cooldown.started", T0, {"duration": 3})
+    )
+    handler._emit(handler.factory.section_started(METHOD_STARTED, T0))  # noqa: SLF001
+    assert [r.event_type for r in recorder.requests] == [METHOD_STARTED]
 
 
 def test_interruption_inside_a_hypothesis_closes_it(

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 from chaoslib.run import RunEventHandler
 
 from chaoscloudevents.events import (
+    ALL_EVENT_TYPES,
     METHOD_FINISHED,
     METHOD_STARTED,
     ROLLBACKS_FINISHED,
@@ -43,6 +44,8 @@ logger = logging.getLogger("chaostoolkit.cloudevents")
 F = TypeVar("F", bound=Callable[..., Any])
 
 HYPOTHESIS_PHASES = ("before", "during", "after")
+#: the only types this control sends: those of the design (docs/chaos-events.md, the schema)
+_EMITTED_TYPES = frozenset(ALL_EVENT_TYPES)
 
 
 def _guarded(func: F) -> F:
@@ -96,6 +99,10 @@ class CloudEventsRunHandler(RunEventHandler):  # type: ignore[misc]  # chaoslib 
 
     # ---- plumbing ---------------------------------------------------------------------------
     def _emit(self, event: CloudEvent) -> None:
+        if event.type not in _EMITTED_TYPES:
+            # a receiver validating against the schema would refuse it (or store it untyped)
+            logger.debug("CloudEvents control: not sending an event of type %r", event.type)
+            return
         self.sender.submit(encode(event, self.mode))
 
     def _report_internal_error(self, where: str) -> None:
