@@ -46,6 +46,33 @@ stack_install_python() {
   export TEST_PYTHON="$STACK_VENV/bin/python"
 }
 
+# Manifest validation tools (tests/manifests): docker-compose v1 from Debian to check docker-compose.yml offline
+# (no recommends: they would pull in docker.io, containerd and runc), and the npm packages pinned by
+# tests/manifests/package-lock.json (npm ci into tests/manifests/node_modules, reinstalled when the lock changes).
+# kubectl (kubectl kustomize) comes with the machine image; kubernetes-validate with the venv.
+stack_install_manifest_tools() {
+  local dir="$STACK_ROOT/tests/manifests" stamp sum
+  if ! command -v docker-compose >/dev/null; then
+    stack_log "installing Debian package docker-compose (--no-install-recommends)"
+    stack_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    stack_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  fi
+  command -v kubectl >/dev/null || stack_log "kubectl is missing: the manifest tests need kubectl kustomize"
+  if [ -f "$dir/package-lock.json" ]; then
+    if ! command -v npm >/dev/null; then
+      stack_log "npm is missing: the manifest tests need Node.js and npm"
+    else
+      stamp="$dir/node_modules/.package-lock.sha256"
+      sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+      if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
+        stack_log "installing tests/manifests node modules (npm ci)"
+        (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null)
+        echo "$sum" >"$stamp"
+      fi
+    fi
+  fi
+}
+
 stack_install() {
   stack_install_debian
   stack_install_python

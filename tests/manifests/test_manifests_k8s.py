@@ -1,0 +1,513 @@
+"""k8s/: every kustomization renders; core kinds pass kubernetes-validate --strict, Knative kinds pass the
+@kubernetes-models/knative schemas; and the rendered objects are wired and locked down as documented."""
+
+import copy
+import json
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from manifest_helpers import (
+    K8S_VERSION,
+    REPO,
+    SENTINEL,
+    env_of,
+    find,
+    group_of,
+    is_knative,
+    kustomization_dirs,
+    one,
+    pod_spec,
+    workloads,
+)
+
+OVERLAYS = [".", "overlays/event-display", "overlays/direct", "overlays/broker", "overlays/sinkbinding"]
+SINKS = ("neo4j-sink", "chaos-sink")
+
+
+def test_the_overlays_exist():
+    dirs = {d.relative_to(REPO / "k8s").as_posix() for d in kustomization_dirs(REPO / "k8s")}
+    assert set(OVERLAYS) <= dirs, dirs
+    assert "base" in dirs
+
+
+def test_every_kustomization_renders(rendered):
+    assert rendered, "no kustomization found under k8s/"
+    for rel, (rc, text, err) in rendered.items():
+        assert rc == 0, f"kubectl kustomize k8s/{rel}: {err}"
+        assert yaml.safe_load_all(text), rel
+
+
+def test_default_is_event_display(overlays):
+    assert overlays["."] == overlays["overlays/event-display"]
+
+
+# ---- schema validation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_core_kinds_pass_kubernetes_validate_strict(overlay, overlays, overlay_files, kubernetes_validate):
+    p = subprocess.run(
+        [kubernetes_validate, "--strict", "-k", K8S_VERSION, str(overlay_files[overlay])],
+        capture_output=True, text=True, timeout=120,
+    )
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    core = [d for d in overlays[overlay] if not is_knative(d)]
+    passed = [l for l in out.splitlines() if l.startswith("INFO") and " passed for resource " in l]
+    assert len(passed) == len(core), f"{len(core)} core objects, {len(passed)} validated:\n{out}"
+    for line in out.splitlines():
+        if line.startswith("WARN"):
+            # Only Knative kinds may lack a schema: a typo in a core apiVersion must not slip through.
+            assert re.search(r"api version \S+\.knative\.dev/", line), line
+        assert not line.startswith("ERROR"), line
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_knative_kinds_pass_their_schemas(overlay, overlays, overlay_files, node_validator):
+    p = subprocess.run(node_validator + [str(overlay_files[overlay])], capture_output=True, text=True, timeout=120)
+    results = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    assert p.returncode == 0, p.stdout + p.stderr
+    knative = [r for r in results if ".knative.dev/" in r["apiVersion"]]
+    assert len(knative) == sum(1 for d in overlays[overlay] if is_knative(d))
+    assert knative and all(r["status"] == "valid" for r in knative), knative
+
+
+# Knative Serving's additions to the pod spec of a revision template.
+REVISION_FIELDS = ("containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds", "idleTimeoutSeconds")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pod_specs_inside_knative_kinds_pass_strict_validation(overlay, overlays, kubernetes_validate, tmp_path):
+    """The @kubernetes-models schemas check types only; the pod specs inside ksvc and ContainerSource get the
+    strict core check as PodTemplates (unknown fields such as a misspelt probe are errors)."""
+    wrapped = []
+    for d in overlays[overlay]:
+        if not is_knative(d) or pod_spec(d) is None:
+            continue
+        template = copy.deepcopy(d["spec"]["template"])
+        for f in REVISION_FIELDS:
+            template.get("spec", {}).pop(f, None)
+        if d["kind"] == "Service":
+            # Knative's defaulting: a probe without a port targets the container's serving port.
+            for c in template["spec"]["containers"]:
+                for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                    get = c.get(probe, {}).get("httpGet")
+                    if get is not None and "port" not in get:
+                        get["port"] = c["ports"][0]["containerPort"]
+        wrapped.append({"apiVersion": "v1", "kind": "PodTemplate",
+                        "metadata": {"name": f"{d['kind'].lower()}-{d['metadata']['name']}"}, "template": template})
+    assert wrapped
+    f = tmp_path / "pods.yaml"
+    f.write_text(yaml.safe_dump_all(wrapped))
+    p = subprocess.run([kubernetes_validate, "--strict", "-k", K8S_VERSION, str(f)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.count(" passed for resource ") == len(wrapped), p.stdout + p.stderr
+
+
+def test_the_validators_reject_broken_manifests(kubernetes_validate, node_validator, tmp_path):
+    """Guards against a validator that passes everything (wrong flags, missing schemas)."""
+    bad_core = tmp_path / "core.yaml"
+    bad_core.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replicas: 1\n"
+        "  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n"
+        "    spec:\n      containers:\n        - name: x\n          image: x\n          readinesProbe: {}\n"
+    )
+    p = subprocess.run([kubernetes_validate, "--strict", "-k", K8S_VERSION, str(bad_core)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "readinesProbe" in p.stdout + p.stderr
+    bad_kn = tmp_path / "kn.yaml"
+    bad_kn.write_text(
+        "apiVersion: sources.knative.dev/v1\nkind: SinkBinding\nmetadata: {name: x}\n"
+        "spec: {subject: {apiVersion: apps/v1, kind: Deployment, name: x}, sink: {uri: 42}}\n"
+    )
+    p = subprocess.run(node_validator + [str(bad_kn)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "sink/uri" in p.stdout, p.stdout + p.stderr
+
+
+# ---- wiring ---------------------------------------------------------------------------------------------
+
+
+def resolve(docs, ref, namespace="cts-knative"):
+    """The object a Knative ref points at, in the same render."""
+    group = ref["apiVersion"].split("/")[0] if "/" in ref["apiVersion"] else ""
+    found = [d for d in find(docs, ref["kind"], ref["name"]) if group_of(d) == group
+             and d["metadata"].get("namespace", namespace) == ref.get("namespace", namespace)]
+    assert len(found) == 1, f"{ref} does not resolve to one object of the render"
+    return found[0]
+
+
+EXPECTED_SINK = {
+    ".": ("Service", "event-display"),
+    "overlays/event-display": ("Service", "event-display"),
+    "overlays/direct": ("Service", "neo4j-sink"),
+    "overlays/broker": ("Broker", "default"),
+    "overlays/sinkbinding": ("Service", "event-display"),
+}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_exporter_is_wired_to_a_sink(overlay, overlays):
+    docs = overlays[overlay]
+    sources = list(find(docs, "ContainerSource"))
+    bindings = list(find(docs, "SinkBinding"))
+    if overlay == "overlays/sinkbinding":
+        assert not sources, "the sinkbinding overlay replaces the ContainerSource"
+        (b,) = bindings
+        subject = b["spec"]["subject"]
+        assert subject["kind"] == "Deployment" and subject["apiVersion"] == "apps/v1"
+        dep = one(docs, "Deployment", subject["name"])
+        assert dep["spec"]["template"]["spec"]["containers"][0]["image"].endswith("/cts-exporter:0.1.0")
+        sink = b["spec"]["sink"]
+    else:
+        assert not bindings
+        (s,) = sources
+        assert s["metadata"]["name"] == "cts-exporter"
+        assert s["spec"]["template"]["spec"]["containers"][0]["image"].endswith("/cts-exporter:0.1.0")
+        sink = s["spec"]["sink"]
+    target = resolve(docs, sink["ref"])
+    assert (target["kind"], target["metadata"]["name"]) == EXPECTED_SINK[overlay]
+
+
+def test_the_sinkbinding_deployment_runs_the_containersource_pod(overlays):
+    """overlays/sinkbinding/deployment.yaml repeats the ContainerSource template: they must not drift."""
+    cs = one(overlays["overlays/event-display"], "ContainerSource", "cts-exporter")["spec"]["template"]
+    dep = one(overlays["overlays/sinkbinding"], "Deployment", "cts-exporter")
+    assert dep["spec"]["strategy"]["type"] == "Recreate" and dep["spec"]["replicas"] == 1
+    a, b = copy.deepcopy(cs["spec"]), copy.deepcopy(dep["spec"]["template"]["spec"])
+    a.pop("affinity", None)  # only the ContainerSource needs it (RollingUpdate on a ReadWriteOnce volume)
+    assert a == b
+    assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+# ---- secrets and configuration --------------------------------------------------------------------------
+
+SECRET_ENV = re.compile(r"PASSWORD|TOKEN|SECRET|(^|_)SK$|(^|_)AK$|API_KEY|CREDENTIAL", re.I)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_references_resolve(overlay, overlays):
+    """Every Secret/ConfigMap/PVC a pod refers to is in the render, with the key it needs (kustomize adds a
+    hash suffix to generated names, and must have rewritten every reference to it)."""
+    docs = overlays[overlay]
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+    def data_keys(kind, name):
+        obj = by.get((kind, name))
+        assert obj is not None, f"{kind} {name} is referenced but not rendered"
+        return set(obj.get("data", {})) | set(obj.get("stringData", {}))
+
+    for w, spec in workloads(docs):
+        for c in spec["containers"]:
+            for e in c.get("env", []):
+                for kind, ref in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+                    r = e.get("valueFrom", {}).get(ref)
+                    if r:
+                        keys = data_keys(kind, r["name"])
+                        assert r.get("optional") or r["key"] in keys, f"{w['metadata']['name']}: {e['name']}"
+            for ef in c.get("envFrom", []):
+                for kind, ref in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+                    if ref in ef:
+                        data_keys(kind, ef[ref]["name"])
+        for v in spec.get("volumes", []):
+            if "secret" in v:
+                data_keys("Secret", v["secret"]["secretName"])
+            if "configMap" in v:
+                data_keys("ConfigMap", v["configMap"]["name"])
+            if "persistentVolumeClaim" in v:
+                assert ("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"]) in by
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_sinks_take_their_secrets_by_secret_key_ref(overlay, overlays):
+    docs = overlays[overlay]
+    expected = {
+        "neo4j-sink": {"NEO4J_PASSWORD": "neo4j-credentials", "NEO4J_USER": "neo4j-credentials"},
+        "chaos-sink": {
+            "CHAOS_SINK_INFLUXDB_PASSWORD": "chaos-sink-credentials",
+            "CHAOS_SINK_INFLUXDB_USERNAME": "chaos-sink-credentials",
+            "CHAOS_SINK_INFLUXDB_TOKEN": "chaos-sink-credentials",
+            "CHAOS_SINK_GRAFANA_API_TOKEN": "chaos-sink-credentials",
+        },
+    }
+    for name, wanted in expected.items():
+        (c,) = one(docs, "Service", name, "serving.knative.dev")["spec"]["template"]["spec"]["containers"]
+        env = env_of(c)
+        for var, secret in wanted.items():
+            ref = env[var]["valueFrom"]["secretKeyRef"]
+            assert ref["key"] == var and re.fullmatch(secret + r"-[a-z0-9]{10}", ref["name"]), (var, ref)
+    # No credential anywhere as a literal env value.
+    for w, spec in workloads(docs):
+        for c in spec["containers"]:
+            for e in c.get("env", []):
+                if SECRET_ENV.search(e["name"]):
+                    assert "value" not in e and "secretKeyRef" in e.get("valueFrom", {}), (w["metadata"]["name"], e)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_secret_outside_secrets(overlay, overlays):
+    docs = overlays[overlay]
+    secrets = [d for d in docs if d["kind"] == "Secret"]
+    assert {s["metadata"]["name"].rsplit("-", 1)[0] for s in secrets} == {
+        "cts-exporter-clouds", "neo4j-credentials", "chaos-sink-credentials"}
+    for d in docs:
+        if d["kind"] == "Secret":
+            continue
+        text = yaml.safe_dump(d)
+        assert SENTINEL not in text, f"a secret value leaked into {d['kind']} {d['metadata']['name']}"
+        if d["kind"] == "ConfigMap":
+            for key, value in d.get("data", {}).items():
+                assert not SECRET_ENV.search(key), f"ConfigMap {d['metadata']['name']} has a credential key {key}"
+                for line in value.splitlines():
+                    m = re.match(r"\s*([\w.-]+)\s*:\s*(\S.*)?$", line)
+                    if m and m.group(2) and (SECRET_ENV.search(m.group(1)) or m.group(1) in ("sk", "ak")):
+                        pytest.fail(f"ConfigMap {d['metadata']['name']}/{key} sets {m.group(1)}")
+
+
+def test_committed_manifests_hold_no_secret(repo):
+    """Secrets come only from secretGenerator over gitignored files; the examples hold placeholders."""
+    tracked = subprocess.run(["git", "ls-files", "k8s"], cwd=repo, capture_output=True, text=True,
+                             check=True).stdout.split()
+    for path in tracked:
+        if path.endswith((".yaml", ".yml")) and not path.endswith(".example"):
+            for doc in yaml.safe_load_all((repo / path).read_text()):
+                assert not (doc and doc.get("kind") == "Secret"), f"{path} commits a Secret"
+    examples = [p for p in tracked if p.endswith(".example")]
+    assert {p.rsplit("/", 1)[1] for p in examples} >= {"clouds.yaml.example", "neo4j.env.example",
+                                                      "chaos-sink.env.example"}
+    for p in examples:
+        for line in (repo / p).read_text().splitlines():
+            m = re.match(r"\s*([A-Za-z_]+)\s*[:=]\s*'?([^'#]*)'?", line)
+            if m and not line.lstrip().startswith("#") and SECRET_ENV.search(m.group(1)) and m.group(2).strip():
+                assert m.group(2).strip().startswith("<"), f"{p}: {line}"
+    kust = yaml.safe_load((repo / "k8s/base/kustomization.yaml").read_text())
+    for gen in kust["secretGenerator"]:
+        for f in gen.get("files", []) + gen.get("envs", []):
+            real = "k8s/base/" + f.split("=", 1)[-1]
+            ignored = subprocess.run(["git", "check-ignore", "-q", real], cwd=repo).returncode == 0
+            assert ignored, f"{real} is not gitignored"
+            assert (repo / (real + ".example")).exists(), f"{real}.example is missing"
+
+
+# ---- probes, security, Knative settings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_sinks_probe_healthz_and_readyz(overlay, overlays):
+    docs = overlays[overlay]
+    for name in SINKS:
+        spec = one(docs, "Service", name, "serving.knative.dev")["spec"]["template"]["spec"]
+        (c,) = spec["containers"]
+        (port,) = c["ports"]
+        assert port["containerPort"] == 8080 and port.get("name") in (None, "http1", "h2c")
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            get = c[probe]["httpGet"]
+            assert get["path"] == path
+            # Knative: probes target the serving port (left out, or the same).
+            assert get.get("port") in (None, port["containerPort"], port.get("name"))
+        assert c["readinessProbe"].get("timeoutSeconds", 1) >= 4, "chaos-sink checks its backends for up to 3 s"
+    for w, spec in workloads(docs):
+        if w["metadata"]["name"] == "cts-exporter":
+            (c,) = spec["containers"]
+            port = int(env_of(c)["METRICS_PORT"]["value"])
+            named = {p["name"]: p["containerPort"] for p in c["ports"]}
+            for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+                get = c[probe]["httpGet"]
+                assert get["path"] == path and named.get(get["port"], get["port"]) == port
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_containers_are_locked_down(overlay, overlays):
+    for w, spec in workloads(overlays[overlay]):
+        pod_sc = spec.get("securityContext", {})
+        if w["kind"] == "Service":
+            # Pod-level securityContext needs a Knative feature flag: everything is set per container.
+            assert not pod_sc, f"ksvc {w['metadata']['name']} sets a pod securityContext"
+        for c in spec["containers"]:
+            where = f"{w['kind']} {w['metadata']['name']}/{c['name']}"
+            sc = c.get("securityContext", {})
+            assert sc.get("runAsNonRoot") is True, where
+            assert sc.get("runAsUser", pod_sc.get("runAsUser", 1)) != 0, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert "ALL" in sc.get("capabilities", {}).get("drop", []), where
+            assert not sc.get("capabilities", {}).get("add"), where
+            assert not sc.get("privileged"), where
+            seccomp = sc.get("seccompProfile") or pod_sc.get("seccompProfile")
+            assert seccomp == {"type": "RuntimeDefault"}, where
+            res = c.get("resources", {})
+            assert res.get("requests", {}).get("memory") and res.get("limits", {}).get("memory"), where
+            assert res.get("requests", {}).get("cpu"), where
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_knative_service_settings(overlay, overlays):
+    docs = overlays[overlay]
+    for name in SINKS:
+        ksvc = one(docs, "Service", name, "serving.knative.dev")
+        assert ksvc["metadata"]["labels"].get("networking.knative.dev/visibility") == "cluster-local"
+        tmpl = ksvc["spec"]["template"]
+        spec = tmpl["spec"]
+        assert isinstance(spec["containerConcurrency"], int) and spec["containerConcurrency"] > 0
+        env = env_of(spec["containers"][0])
+        delay = int(env["SHUTDOWN_DELAY_SECS"]["value"])
+        drain = int(env["SHUTDOWN_TIMEOUT_SECS"]["value"])
+        assert delay > 0
+        # timeoutSeconds is also the pod's termination grace period: the shutdown must fit in it.
+        assert delay + drain < spec["timeoutSeconds"] <= 600
+        assert tmpl["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1" or name != "neo4j-sink"
+    assert one(docs, "Service", "neo4j-sink", "serving.knative.dev")["spec"]["template"]["metadata"]["annotations"][
+        "autoscaling.knative.dev/min-scale"] == "1"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_exporter_state_and_credentials_are_mounted(overlay, overlays):
+    docs = overlays[overlay]
+    (w, spec), = [(w, s) for w, s in workloads(docs) if w["metadata"]["name"] == "cts-exporter"]
+    (c,) = spec["containers"]
+    env = env_of(c)
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    state_dir = env["CTS_STATE_FILE"]["value"].rsplit("/", 1)[0]
+    state = volumes[mounts[state_dir]]
+    assert "persistentVolumeClaim" in state or "emptyDir" in state
+    if "persistentVolumeClaim" in state:
+        pvc = one(docs, "PersistentVolumeClaim", state["persistentVolumeClaim"]["claimName"])
+        assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsUser"], "state dir writable"
+    clouds_dir, clouds_file = env["OS_CLIENT_CONFIG_FILE"]["value"].rsplit("/", 1)
+    secret_vol = volumes[mounts[clouds_dir]]
+    assert [m for m in c["volumeMounts"] if m["mountPath"] == clouds_dir][0]["readOnly"] is True
+    secret = one(docs, "Secret", secret_vol["secret"]["secretName"])
+    assert clouds_file in secret["data"]
+    assert spec["automountServiceAccountToken"] is False
+    config = one(docs, "ConfigMap", c["envFrom"][0]["configMapRef"]["name"])
+    assert config["data"]["OS_CLOUD"] and config["data"]["CTS_X_PNP"] == "true"
+    # Knative injects these: setting them would fight the SinkBinding.
+    assert not {"K_SINK", "K_CE_OVERRIDES", "K_CA_CERTS"} & (set(env) | set(config["data"]))
+
+
+# ---- the broker overlay: triggers and delivery ------------------------------------------------------------
+
+CHAOS_TYPES = [f"org.chaostoolkit.{what}.{phase}" for what in
+               ("experiment", "hypothesis", "method", "rollbacks", "activity") for phase in ("started", "finished")]
+CTS_TYPES = ["ecs.apicall.server.deleteserver", "evs.consoleaction.volume.createvolume",
+             "iam.systemaction.user.login", "obs.obssdk.bucket.putobject", "obs.obsapi.bucket.createbucket",
+             "rds.apicall.instance.restartinstance"]
+OTHER_TYPES = ["dev.knative.eventing.samples.heartbeat", "org.chaostoolkitx.experiment.started",
+               "com.example.apicallish"]
+
+
+def cesql_matches(expr: str, event: dict) -> bool:
+    """The CESQL subset the triggers use: ATTR LIKE 'pattern' / ATTR = 'value' joined by OR."""
+    result = False
+    for term in re.split(r"\s+OR\s+", expr.strip(), flags=re.I):
+        m = re.fullmatch(r"\s*(\w+)\s+(LIKE|=)\s+'([^']*)'\s*", term, flags=re.I)
+        assert m, f"the test's CESQL evaluator does not know {term!r}: extend it with the trigger"
+        attr, op, pattern = m.groups()
+        value = event.get(attr.lower(), "")
+        if op.upper() == "=":
+            result |= value == pattern
+        else:
+            regex = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
+            result |= re.fullmatch(regex, value, flags=re.S) is not None
+    return result
+
+
+def filter_matches(f: dict, event: dict) -> bool:
+    """One entry of Trigger spec.filters (the CloudEvents Subscriptions API dialects)."""
+    (dialect, arg), = f.items()
+    if dialect == "exact":
+        return all(event.get(k) == v for k, v in arg.items())
+    if dialect == "prefix":
+        return all(event.get(k, "").startswith(v) for k, v in arg.items())
+    if dialect == "suffix":
+        return all(event.get(k, "").endswith(v) for k, v in arg.items())
+    if dialect == "all":
+        return all(filter_matches(x, event) for x in arg)
+    if dialect == "any":
+        return any(filter_matches(x, event) for x in arg)
+    if dialect == "not":
+        return not filter_matches(arg, event)
+    if dialect == "cesql":
+        return cesql_matches(arg, event)
+    raise AssertionError(f"unknown filter dialect {dialect}")
+
+
+def trigger_matches(trigger: dict, event: dict) -> bool:
+    spec = trigger["spec"]
+    if spec.get("filters"):
+        return all(filter_matches(f, event) for f in spec["filters"])
+    return all(event.get(k) == v for k, v in spec.get("filter", {}).get("attributes", {}).items())
+
+
+def test_triggers_route_the_right_types(overlays):
+    docs = overlays["overlays/broker"]
+    triggers = {t["spec"]["subscriber"]["ref"]["name"]: t for t in find(docs, "Trigger")}
+    assert set(triggers) == {"neo4j-sink", "chaos-sink"}
+    for t in triggers.values():
+        assert "filter" not in t["spec"], "filters and filter together: filter is ignored"
+    for ty in CTS_TYPES:
+        assert trigger_matches(triggers["neo4j-sink"], {"type": ty}), ty
+        assert not trigger_matches(triggers["chaos-sink"], {"type": ty}), ty
+    for ty in CHAOS_TYPES:
+        assert trigger_matches(triggers["chaos-sink"], {"type": ty}), ty
+        assert not trigger_matches(triggers["neo4j-sink"], {"type": ty}), ty
+    for ty in OTHER_TYPES:
+        assert not any(trigger_matches(t, {"type": ty}) for t in triggers.values()), ty
+
+
+def test_the_chaos_types_are_the_schema_s(repo):
+    """The trigger test's list of Chaos Toolkit types is the one the schema defines."""
+    text = (repo / "chaos-sink/schema/chaostoolkit-events.schema.json").read_text()
+    found = set(re.findall(r"org\.chaostoolkit\.[a-z]+\.(?:started|finished)", text))
+    assert found == set(CHAOS_TYPES)
+
+
+def test_broker_delivery_retries_with_backoff_and_dead_letters(overlays):
+    docs = overlays["overlays/broker"]
+    broker = one(docs, "Broker", "default")
+    for obj in [broker] + list(find(docs, "Trigger")):
+        d = obj["spec"]["delivery"]
+        assert d["retry"] >= 5 and d["backoffPolicy"] == "exponential"
+        assert re.fullmatch(r"PT\d+(\.\d+)?S", d["backoffDelay"])
+        dls = resolve(docs, d["deadLetterSink"]["ref"])
+        assert dls["metadata"]["name"] == "dead-letter"
+        assert dls["spec"]["template"]["spec"]["containers"][0]["image"].startswith(
+            "gcr.io/knative-releases/knative.dev/eventing/cmd/event_display")
+    for t in find(docs, "Trigger"):
+        assert t["spec"]["broker"] == broker["metadata"]["name"]
+        resolve(docs, t["spec"]["subscriber"]["ref"])
+        assert re.fullmatch(r"PT\d+S", t["spec"]["delivery"]["timeout"])
+
+
+def test_event_display_is_knative_s(overlays):
+    ksvc = one(overlays["."], "Service", "event-display", "serving.knative.dev")
+    image = ksvc["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "gcr.io/knative-releases/knative.dev/eventing/cmd/event_display"
+
+
+# ---- configuration names agree with the services ----------------------------------------------------------
+
+
+def test_configured_variables_exist_in_the_services(repo, overlays):
+    """Every variable the manifests set is one the service reads (a typo would be silently ignored)."""
+    shared = (repo / "README.md").read_text()
+    known = {
+        "cts-exporter": (repo / "cts-exporter/src/config.rs").read_text() + shared,
+        "neo4j-sink": (repo / "neo4j-sink/README.md").read_text() + shared,
+        "chaos-sink": (repo / "chaos-sink/src/config.rs").read_text().upper() + shared,
+    }
+    for w, spec in workloads(overlays["overlays/event-display"]):
+        name = w["metadata"]["name"]
+        if name not in known:
+            continue
+        (c,) = spec["containers"]
+        names = set(env_of(c))
+        for ef in c.get("envFrom", []):
+            cm = one(overlays["overlays/event-display"], "ConfigMap", ef["configMapRef"]["name"])
+            names |= set(cm["data"])
+        for var in names:
+            assert var in known[name], f"{name}: {var} is not a variable the service reads"
