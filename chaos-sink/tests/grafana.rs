@@ -314,3 +314,26 @@ async fn out_of_order_delivery_gives_the_same_annotations() {
     in_order.stop().await;
     reversed.stop().await;
 }
+
+#[tokio::test]
+async fn a_region_deleted_in_grafana_is_made_again_at_the_end() {
+    let grafana = FakeGrafana::start("Bearer t");
+    let sink = Sink::start_yaml(&format!(
+        "grafana:\n  - url: {}\n    api_token: t\n",
+        grafana.url
+    ));
+    let events = run_events("passing");
+    sink.send_all(&events[..1]).await;
+    grafana.delete_all();
+    sink.send_all(&events[1..]).await;
+    let regions: Vec<_> = grafana
+        .annotations()
+        .into_iter()
+        .filter(|a| a.tags().contains(&"experiment".to_owned()))
+        .collect();
+    assert_eq!(regions.len(), 1);
+    assert!(regions[0].tags().contains(&"status:completed".to_owned()));
+    assert!(regions[0].time() < regions[0].time_end());
+    sink.stop().await;
+    grafana.stop().await;
+}

@@ -431,6 +431,11 @@ impl FakeGrafana {
         self.state.down.store(down, Ordering::SeqCst);
     }
 
+    /// Deletes every annotation (as a user could in Grafana).
+    pub fn delete_all(&self) {
+        self.state.annotations.lock().unwrap().clear();
+    }
+
     /// Forgets nothing but the request log.
     pub fn clear_requests(&self) {
         self.state.requests.lock().unwrap().clear();

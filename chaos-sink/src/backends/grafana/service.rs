@@ -214,7 +214,19 @@ impl GrafanaService {
                 self.lookup(&ev.run_id, st).await?;
                 if !st.region_closed {
                     match st.region {
-                        Some(id) => self.patch(id, self.target.region_end(ev, d, false)).await?,
+                        Some(id) => {
+                            match self.patch(id, self.target.region_end(ev, d, false)).await {
+                                Ok(()) => {}
+                                // Deleted in Grafana meanwhile: make the region again.
+                                Err(CallError::Unavailable { reason, .. })
+                                    if reason.starts_with("HTTP 404") =>
+                                {
+                                    let id = self.post(self.target.region_end(ev, d, true)).await?;
+                                    st.region = Some(id);
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
                         None => {
                             let id = self.post(self.target.region_end(ev, d, true)).await?;
                             st.region = Some(id);

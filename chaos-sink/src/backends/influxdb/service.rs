@@ -49,27 +49,23 @@ impl InfluxService {
                 .transpose()?,
         };
         let base = cfg.base_url().map_err(|e| e.to_string())?;
-        let probe_url = match (cfg.api(), &auth) {
-            (InfluxApi::V1, None) => join(&base, "ping"),
-            (InfluxApi::V1, Some(_)) => {
+        let probe = match cfg.api() {
+            // `SHOW DATABASES`: authenticated when credentials are set, and the database must exist
+            // (a missing one makes every write fail with 404).
+            InfluxApi::V1 => {
                 let mut u = join(&base, "query");
                 u.query_pairs_mut().append_pair("q", "SHOW DATABASES");
-                u
+                database_probe(client.clone(), u, auth.clone(), cfg.database.clone())
             }
-            (InfluxApi::V2, _) => {
+            InfluxApi::V2 => {
                 let mut u = join(&base, "api/v2/buckets");
                 u.query_pairs_mut()
                     .append_pair("org", cfg.org.as_deref().unwrap_or_default())
                     .append_pair("name", cfg.bucket.as_deref().unwrap_or_default())
                     .append_pair("limit", "1");
-                u
+                get_probe(client.clone(), u, auth.clone().map(|v| (AUTHORIZATION, v)))
             }
         };
-        let probe = get_probe(
-            client.clone(),
-            probe_url,
-            auth.clone().map(|v| (AUTHORIZATION, v)),
-        );
         Ok(Self {
             client,
             write_url,
@@ -115,6 +111,41 @@ impl InfluxService {
         }
         Ok(())
     }
+}
+
+/// `GET /query?q=SHOW DATABASES` and look for the database in the answer.
+fn database_probe(
+    client: reqwest::Client,
+    url: Url,
+    auth: Option<HeaderValue>,
+    database: String,
+) -> Probe {
+    Arc::new(move || {
+        let mut req = client.get(url.clone());
+        if let Some(a) = &auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        let database = database.clone();
+        Box::pin(async move {
+            let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(format!("HTTP {}", status.as_u16()));
+            }
+            let v: serde_json::Value = resp
+                .json()
+                .await
+                .map_err(|e| format!("unexpected answer to SHOW DATABASES: {e}"))?;
+            let found = v["results"][0]["series"][0]["values"]
+                .as_array()
+                .is_some_and(|rows| rows.iter().any(|r| r[0].as_str() == Some(&database)));
+            if found {
+                Ok(())
+            } else {
+                Err(format!("database {database:?} not found"))
+            }
+        })
+    })
 }
 
 fn header_value(s: &str) -> Result<HeaderValue, String> {
