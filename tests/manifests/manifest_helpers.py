@@ -27,7 +27,7 @@ def need(ok, what: str, why: str):
     msg = f"{what} is required but not available: {why}"
     if servers_required():
         pytest.fail(msg + " (CI=true or TEST_REQUIRE_SERVERS=1); run scripts/test", pytrace=False)
-    pytest.skip(f"SKIPPED: {msg} (scripts/test installs it)")
+    pytest.skip(f"SKIPPED: {msg} (scripts/test provides it)")
 
 
 def kustomization_dirs(root: Path):
