@@ -2,6 +2,7 @@
 not conftest, so the other pytest directories' conftest modules cannot clash with it)."""
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,18 @@ def workloads(docs):
 
 def env_of(container) -> dict:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def debug_binary(name):
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    exe = target / "debug" / name
+    need(exe.is_file(), f"the {name} binary", f"{exe} is missing: cargo test --workspace builds it")
+    return exe

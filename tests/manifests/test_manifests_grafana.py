@@ -4,7 +4,6 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from manifest_helpers import REPO, need
+from manifest_helpers import REPO, debug_binary, free_port, need
 
 DASHBOARD = REPO / "deploy/grafana/dashboards/chaos.json"
 PROVISIONING = REPO / "deploy/grafana/provisioning"
@@ -98,21 +97,6 @@ def influx_query(url, q, db=None, post=False):
            else urllib.request.Request(url + "/query?" + data.decode()))
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.load(r)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def debug_binary(name):
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    exe = target / "debug" / name
-    need(exe.is_file(), f"the {name} binary", f"{exe} is missing: cargo test --workspace builds it")
-    return exe
 
 
 def wait_http(url, proc, seconds=20):
