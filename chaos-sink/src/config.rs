@@ -3,12 +3,16 @@
 //! chaostoolkit-prometheus control arguments, chaostoolkit-opentracing settings), plus environment
 //! overrides for the common values. Unknown keys and bad values are errors naming the key.
 
+pub use crate::backends::grafana::config::{GrafanaAuth, GrafanaConfig};
+pub use crate::backends::influxdb::config::{InfluxApi, InfluxConfig, Precision};
+pub use crate::backends::otlp::config::{TracingConfig, parse_header_list};
+pub use crate::backends::pushgateway::config::{GroupBy, PushgatewayConfig};
+use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
 use shared::config::{ConfigError, Secret, redact_url};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use url::Url;
 
@@ -34,250 +38,6 @@ pub struct Config {
     /// Run state, batching, retries.
     #[serde(default)]
     pub sink: SinkSettings,
-}
-
-/// Which InfluxDB write API to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InfluxApi {
-    /// `POST {http_endpoint}?db=` (InfluxDB 1.x, and the 1.x compatibility API of 2.x).
-    V1,
-    /// `POST /api/v2/write?org=&bucket=` with `Authorization: Token`.
-    V2,
-}
-
-/// Timestamp precision of the written points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-pub enum Precision {
-    /// Nanoseconds (`ns`, v1 `n`).
-    #[serde(alias = "n")]
-    #[serde(rename = "ns")]
-    Ns,
-    /// Microseconds (`us`, v1 `u`).
-    #[serde(alias = "u")]
-    #[serde(rename = "us")]
-    Us,
-    /// Milliseconds.
-    #[serde(rename = "ms")]
-    Ms,
-    /// Seconds.
-    #[serde(rename = "s")]
-    S,
-}
-
-impl Precision {
-    /// The `precision` query value of the v1 API.
-    pub fn v1_param(self) -> &'static str {
-        match self {
-            Precision::Ns => "n",
-            Precision::Us => "u",
-            Precision::Ms => "ms",
-            Precision::S => "s",
-        }
-    }
-
-    /// The `precision` query value of the v2 API.
-    pub fn v2_param(self) -> &'static str {
-        match self {
-            Precision::Ns => "ns",
-            Precision::Us => "us",
-            Precision::Ms => "ms",
-            Precision::S => "s",
-        }
-    }
-}
-
-/// The `influxdb` section.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InfluxConfig {
-    /// Host (chaosdb; default `localhost`).
-    #[serde(default = "default_localhost")]
-    pub host: String,
-    /// Port (chaosdb; default 8086).
-    #[serde(default = "default_influx_port")]
-    pub port: u16,
-    /// `http` or `https` (default `http`).
-    #[serde(default = "default_http")]
-    pub protocol: String,
-    /// v1 write path (chaosdb; default `/write`).
-    #[serde(default = "default_write_endpoint")]
-    pub http_endpoint: String,
-    /// v1 database (chaosdb; default `gatlingdb`, chaosdb's default).
-    #[serde(default = "default_database")]
-    pub database: String,
-    /// Base URL; overrides `protocol`, `host` and `port`.
-    #[serde(default)]
-    pub url: Option<Url>,
-    /// v1 user (sent as HTTP Basic auth).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// v1 password.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// v2 API token (`Authorization: Token`).
-    #[serde(default)]
-    pub token: Option<Secret>,
-    /// v2 organisation.
-    #[serde(default)]
-    pub org: Option<String>,
-    /// v2 bucket (setting it selects the v2 API unless `api` says otherwise).
-    #[serde(default)]
-    pub bucket: Option<String>,
-    /// `v1` or `v2`; default: `v2` when `bucket` is set, else `v1`.
-    #[serde(default)]
-    pub api: Option<InfluxApi>,
-    /// Timestamp precision (`ns`, `us`, `ms`, `s`; default `ns`).
-    #[serde(default = "default_precision")]
-    pub precision: Precision,
-    /// Most lines in one write request (default 5000).
-    #[serde(default = "default_influx_batch")]
-    pub batch_size: usize,
-    /// Request timeout, seconds (default 5).
-    #[serde(default = "default_timeout")]
-    pub timeout: f64,
-}
-
-/// The `grafana` list entries.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrafanaConfig {
-    /// Host (default `localhost`).
-    #[serde(default = "default_localhost")]
-    pub host: String,
-    /// Port (default 3000).
-    #[serde(default = "default_grafana_port")]
-    pub port: u16,
-    /// `http` or `https` (default `http`).
-    #[serde(default = "default_http")]
-    pub protocol: String,
-    /// Base URL; overrides `protocol`, `host` and `port` (addition).
-    #[serde(default)]
-    pub url: Option<Url>,
-    /// Bearer token (service account or API key).
-    #[serde(default)]
-    pub api_token: Option<Secret>,
-    /// Basic auth user (wins over `api_token`, as in chaosdb).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Basic auth password.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// PEM file with the CA certificate(s) to trust for https.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// Legacy numeric dashboard id (0 or absent: organisation-wide).
-    #[serde(default, rename = "dashboardId")]
-    pub dashboard_id: Option<i64>,
-    /// Dashboard UID (preferred by Grafana over `dashboardId`).
-    #[serde(default, rename = "dashboardUID")]
-    pub dashboard_uid: Option<String>,
-    /// Panel id (with a dashboard).
-    #[serde(default, rename = "panelId")]
-    pub panel_id: Option<i64>,
-    /// Annotate only actions, not probes (`true`/`1`; default false).
-    #[serde(default, deserialize_with = "bool_or_int")]
-    pub only_actions: bool,
-    /// Extra tags on every annotation.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Annotations API path (default `/api/annotations`).
-    #[serde(default = "default_annotation_endpoint")]
-    pub annotation_api_endpoint: String,
-    /// Request timeout, seconds (default 5).
-    #[serde(default = "default_timeout")]
-    pub timeout: f64,
-}
-
-/// How Pushgateway groups are keyed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GroupBy {
-    /// One group per run (`chaostoolkit_experiment_ref` + `chaostoolkit_run_trace_id`): runs never
-    /// overwrite each other; finished groups are deleted after `delete_after`.
-    Run,
-    /// One group per experiment (`chaostoolkit_experiment_ref`), as chaostoolkit-prometheus: the
-    /// last run wins.
-    Experiment,
-}
-
-/// The `pushgateway` section.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PushgatewayConfig {
-    /// Pushgateway base URL (default `http://localhost:9091`).
-    #[serde(default = "default_pushgateway_url")]
-    pub pushgateway_url: Url,
-    /// `job` grouping label (default `chaostoolkit`).
-    #[serde(default = "default_job")]
-    pub job: String,
-    /// Extra grouping labels (static).
-    #[serde(default)]
-    pub grouping_key: BTreeMap<String, String>,
-    /// `run` (default) or `experiment`.
-    #[serde(default = "default_group_by")]
-    pub group_by: GroupBy,
-    /// Seconds after a run finished when its group is deleted (0: never; default 0).
-    #[serde(default)]
-    pub delete_after: f64,
-    /// The outcome is pushed before `experiment.finished` is acknowledged; the in-progress and
-    /// activity series are pushed with it, or by a flush (within 1 s for a new run, then every
-    /// `flush_interval` seconds; default 5; 0: push on every event before acknowledging it).
-    #[serde(default = "default_flush_interval")]
-    pub flush_interval: f64,
-    /// Basic auth user (Pushgateway `--web.config.file`).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Basic auth password.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// chaostoolkit-prometheus argument, accepted for pasting: the run id is the trace id here.
-    #[serde(default)]
-    pub trace_id: Option<String>,
-    /// chaostoolkit-prometheus argument, accepted for pasting: the event's `chaosexperiment` is used.
-    #[serde(default)]
-    pub experiment_ref: Option<String>,
-    /// Request timeout, seconds (default 5).
-    #[serde(default = "default_timeout")]
-    pub timeout: f64,
-}
-
-/// The `tracing` section.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TracingConfig {
-    /// OTLP/HTTP traces URL (`/v1/traces` is appended to a URL without path; default
-    /// `http://localhost:4318/v1/traces`).
-    #[serde(default, alias = "tracing_opentelemetry_collector_endpoint")]
-    pub endpoint: Option<Url>,
-    /// Extra request headers (a map, or the `k=v,k2=v2` form of `OTEL_EXPORTER_OTLP_HEADERS`).
-    #[serde(
-        default,
-        alias = "tracing_opentelemetry_collector_headers",
-        deserialize_with = "headers_map"
-    )]
-    pub headers: BTreeMap<String, Secret>,
-    /// `service.name` of the exported spans (default `chaostoolkit`, as chaostracing).
-    #[serde(default = "default_service_name")]
-    pub service_name: String,
-    /// chaostoolkit-opentracing `tracing_provider`: only `opentelemetry` (or absent) is supported.
-    #[serde(default)]
-    pub tracing_provider: Option<String>,
-    /// chaostoolkit-opentracing exporter: only `oltp-http`/`otlp-http` (or absent).
-    #[serde(default)]
-    pub tracing_opentelemetry_exporter: Option<String>,
-    /// Accepted for pasting; TLS is decided by the endpoint's scheme.
-    #[serde(default)]
-    pub tracing_opentelemetry_collector_endpoint_insecure: Option<bool>,
-    /// Jaeger agent host (UDP): not supported, use Jaeger's OTLP receiver.
-    #[serde(default)]
-    pub tracing_host: Option<String>,
-    /// Jaeger agent port (UDP): not supported.
-    #[serde(default)]
-    pub tracing_port: Option<u16>,
-    /// Request timeout, seconds (default 5).
-    #[serde(default = "default_timeout")]
-    pub timeout: f64,
 }
 
 /// The `sink` section: state, batching and retries.
@@ -325,54 +85,18 @@ impl Default for SinkSettings {
     }
 }
 
-fn default_localhost() -> String {
+pub(crate) fn default_localhost() -> String {
     "localhost".into()
 }
-fn default_http() -> String {
+pub(crate) fn default_http() -> String {
     "http".into()
 }
-fn default_influx_port() -> u16 {
-    8086
-}
-fn default_grafana_port() -> u16 {
-    3000
-}
-fn default_write_endpoint() -> String {
-    "/write".into()
-}
-fn default_database() -> String {
-    "gatlingdb".into()
-}
-fn default_precision() -> Precision {
-    Precision::Ns
-}
-fn default_influx_batch() -> usize {
-    5000
-}
-fn default_timeout() -> f64 {
+pub(crate) fn default_timeout() -> f64 {
     5.0
-}
-fn default_annotation_endpoint() -> String {
-    "/api/annotations".into()
-}
-fn default_pushgateway_url() -> Url {
-    constant_url("http://localhost:9091")
 }
 /// Parses a URL constant of this file (not input: a failure is a bug the unit tests catch).
-fn constant_url(text: &str) -> Url {
+pub(crate) fn constant_url(text: &str) -> Url {
     Url::parse(text).expect("constant URL")
-}
-fn default_job() -> String {
-    "chaostoolkit".into()
-}
-fn default_group_by() -> GroupBy {
-    GroupBy::Run
-}
-fn default_flush_interval() -> f64 {
-    5.0
-}
-fn default_service_name() -> String {
-    "chaostoolkit".into()
 }
 fn default_max_runs() -> usize {
     10_000
@@ -422,80 +146,6 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<GrafanaConfig>, D:
         }
         fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(Vec::new())
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// chaosdb's `only_actions` is compared with `== 1`: accept booleans and 0/1.
-fn bool_or_int<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = bool;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("true/false or 0/1")
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
-            Ok(v)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
-            match v {
-                0 => Ok(false),
-                1 => Ok(true),
-                _ => Err(E::custom(format!("expected 0 or 1, got {v}"))),
-            }
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
-            match v {
-                0 => Ok(false),
-                1 => Ok(true),
-                _ => Err(E::custom(format!("expected 0 or 1, got {v}"))),
-            }
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// Parses `k=v,k2=v2` (the `OTEL_EXPORTER_OTLP_HEADERS` form).
-pub fn parse_header_list(text: &str) -> Result<BTreeMap<String, Secret>, String> {
-    let mut out = BTreeMap::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| "expected key=value pairs separated by commas".to_owned())?;
-        let k = percent_encoding::percent_decode_str(k.trim())
-            .decode_utf8_lossy()
-            .into_owned();
-        let v = percent_encoding::percent_decode_str(v.trim())
-            .decode_utf8_lossy()
-            .into_owned();
-        if k.is_empty() {
-            return Err("empty header name".into());
-        }
-        out.insert(k, Secret::new(v));
-    }
-    Ok(out)
-}
-
-fn headers_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Secret>, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = BTreeMap<String, Secret>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a map of header names to values, or \"k=v,k2=v2\"")
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            parse_header_list(v).map_err(E::custom)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = BTreeMap::new();
-            while let Some((k, v)) = map.next_entry::<String, Secret>()? {
-                out.insert(k, v);
-            }
-            Ok(out)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(BTreeMap::new())
         }
     }
     d.deserialize_any(V)
@@ -804,7 +454,7 @@ pub fn seconds(key: &str, value: f64) -> Result<Duration, ConfigError> {
     Duration::try_from_secs_f64(value).map_err(|e| ConfigError::invalid(key, e.to_string()))
 }
 
-fn positive_seconds(key: &str, value: f64) -> Result<Duration, ConfigError> {
+pub(crate) fn positive_seconds(key: &str, value: f64) -> Result<Duration, ConfigError> {
     let d = seconds(key, value)?;
     if d.is_zero() {
         return Err(ConfigError::invalid(key, "must be more than 0"));
@@ -812,7 +462,7 @@ fn positive_seconds(key: &str, value: f64) -> Result<Duration, ConfigError> {
     Ok(d)
 }
 
-fn check_protocol(key: &str, protocol: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_protocol(key: &str, protocol: &str) -> Result<(), ConfigError> {
     match protocol {
         "http" | "https" => Ok(()),
         other => Err(ConfigError::invalid(
@@ -822,7 +472,7 @@ fn check_protocol(key: &str, protocol: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
+pub(crate) fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(()),
         _ => Err(ConfigError::invalid(
@@ -832,7 +482,11 @@ fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
     }
 }
 
-fn base_from_parts(protocol: &str, host: &str, port: u16) -> Result<Url, url::ParseError> {
+pub(crate) fn base_from_parts(
+    protocol: &str,
+    host: &str,
+    port: u16,
+) -> Result<Url, url::ParseError> {
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {
@@ -841,348 +495,13 @@ fn base_from_parts(protocol: &str, host: &str, port: u16) -> Result<Url, url::Pa
     Url::parse(&format!("{protocol}://{host}:{port}/"))
 }
 
-fn join_path(base: &Url, path: &str) -> Url {
+pub(crate) fn join_path(base: &Url, path: &str) -> Url {
     let mut u = base.clone();
     let prefix = base.path().trim_end_matches('/');
     let path = path.trim_start_matches('/');
     u.set_path(&format!("{prefix}/{path}"));
     u.set_query(None);
     u
-}
-
-impl InfluxConfig {
-    /// The API in use.
-    pub fn api(&self) -> InfluxApi {
-        self.api.unwrap_or(if self.bucket.is_some() {
-            InfluxApi::V2
-        } else {
-            InfluxApi::V1
-        })
-    }
-
-    /// Base URL of the server.
-    pub fn base_url(&self) -> Result<Url, ConfigError> {
-        match &self.url {
-            Some(u) => Ok(u.clone()),
-            None => base_from_parts(&self.protocol, &self.host, self.port)
-                .map_err(|e| ConfigError::invalid("influxdb.host", e.to_string())),
-        }
-    }
-
-    /// The write URL with its query (`db`/`precision`, or `org`/`bucket`/`precision`).
-    pub fn write_url(&self) -> Result<Url, ConfigError> {
-        let base = self.base_url()?;
-        let mut url = match self.api() {
-            InfluxApi::V1 => join_path(&base, &self.http_endpoint),
-            InfluxApi::V2 => join_path(&base, "/api/v2/write"),
-        };
-        {
-            let mut q = url.query_pairs_mut();
-            match self.api() {
-                InfluxApi::V1 => {
-                    q.append_pair("db", &self.database);
-                    q.append_pair("precision", self.precision.v1_param());
-                }
-                InfluxApi::V2 => {
-                    q.append_pair("org", self.org.as_deref().unwrap_or_default());
-                    q.append_pair("bucket", self.bucket.as_deref().unwrap_or_default());
-                    q.append_pair("precision", self.precision.v2_param());
-                }
-            }
-        }
-        Ok(url)
-    }
-
-    /// Request timeout.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        check_protocol("influxdb.protocol", &self.protocol)?;
-        if let Some(u) = &self.url {
-            check_http_url("influxdb.url", u)?;
-        }
-        positive_seconds("influxdb.timeout", self.timeout)?;
-        if self.batch_size == 0 {
-            return Err(ConfigError::invalid(
-                "influxdb.batch_size",
-                "must be at least 1",
-            ));
-        }
-        match self.api() {
-            InfluxApi::V1 => {
-                if self.database.is_empty() {
-                    return Err(ConfigError::invalid(
-                        "influxdb.database",
-                        "must not be empty",
-                    ));
-                }
-                if !self.http_endpoint.starts_with('/') {
-                    return Err(ConfigError::invalid(
-                        "influxdb.http_endpoint",
-                        "must be a path starting with /",
-                    ));
-                }
-                if self.username.is_some() != self.password.is_some() {
-                    return Err(ConfigError::invalid(
-                        "influxdb.password",
-                        "username and password go together",
-                    ));
-                }
-            }
-            InfluxApi::V2 => {
-                if self.bucket.as_deref().is_none_or(str::is_empty) {
-                    return Err(ConfigError::invalid(
-                        "influxdb.bucket",
-                        "required for the v2 API",
-                    ));
-                }
-                if self.org.as_deref().is_none_or(str::is_empty) {
-                    return Err(ConfigError::invalid(
-                        "influxdb.org",
-                        "required for the v2 API",
-                    ));
-                }
-                if self.token.as_ref().is_none_or(Secret::is_empty) {
-                    return Err(ConfigError::invalid(
-                        "influxdb.token",
-                        "required for the v2 API",
-                    ));
-                }
-            }
-        }
-        self.write_url()?;
-        Ok(())
-    }
-}
-
-/// How a Grafana server is authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GrafanaAuth {
-    /// HTTP Basic.
-    Basic,
-    /// `Authorization: Bearer`.
-    Bearer,
-    /// None.
-    None,
-}
-
-impl GrafanaConfig {
-    /// The server's base URL.
-    pub fn base_url(&self) -> Result<Url, ConfigError> {
-        match &self.url {
-            Some(u) => Ok(u.clone()),
-            None => base_from_parts(&self.protocol, &self.host, self.port)
-                .map_err(|e| ConfigError::invalid("grafana.host", e.to_string())),
-        }
-    }
-
-    /// `POST` URL of the annotations API.
-    pub fn annotations_url(&self) -> Result<Url, ConfigError> {
-        Ok(join_path(&self.base_url()?, &self.annotation_api_endpoint))
-    }
-
-    /// Which auth is used (Basic wins when both are set, as in chaosdb).
-    pub fn auth_kind(&self) -> GrafanaAuth {
-        if self.username.is_some() {
-            GrafanaAuth::Basic
-        } else if self.api_token.is_some() {
-            GrafanaAuth::Bearer
-        } else {
-            GrafanaAuth::None
-        }
-    }
-
-    /// Request timeout.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout)
-    }
-
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        check_protocol(&format!("{key}.protocol"), &self.protocol)?;
-        if let Some(u) = &self.url {
-            check_http_url(&format!("{key}.url"), u)?;
-        }
-        if !self.annotation_api_endpoint.starts_with('/') {
-            return Err(ConfigError::invalid(
-                format!("{key}.annotation_api_endpoint"),
-                "must be a path starting with /",
-            ));
-        }
-        if self.username.is_some() && self.password.is_none() {
-            return Err(ConfigError::invalid(
-                format!("{key}.password"),
-                "required with username",
-            ));
-        }
-        if self.panel_id.is_some() && self.dashboard_uid.is_none() && self.dashboard_id.is_none() {
-            return Err(ConfigError::invalid(
-                format!("{key}.panelId"),
-                "needs dashboardUID or dashboardId",
-            ));
-        }
-        if let Some(path) = &self.cert_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                ConfigError::invalid(
-                    format!("{key}.cert_file"),
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ConfigError::invalid(format!("{key}.cert_file"), format!("not PEM: {e}"))
-            })?;
-            if certs.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{key}.cert_file"),
-                    "holds no certificate",
-                ));
-            }
-        }
-        positive_seconds(&format!("{key}.timeout"), self.timeout)?;
-        self.annotations_url()?;
-        Ok(())
-    }
-}
-
-impl PushgatewayConfig {
-    /// Request timeout.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        check_http_url("pushgateway.pushgateway_url", &self.pushgateway_url)?;
-        if self.job.is_empty() {
-            return Err(ConfigError::invalid("pushgateway.job", "must not be empty"));
-        }
-        for k in self.grouping_key.keys() {
-            if !crate::backends::pushgateway::encoding::valid_label_name(k) || k == "job" {
-                return Err(ConfigError::invalid(
-                    format!("pushgateway.grouping_key.{k}"),
-                    "not a valid label name (or `job`, which has its own key)",
-                ));
-            }
-        }
-        seconds("pushgateway.delete_after", self.delete_after)?;
-        seconds("pushgateway.flush_interval", self.flush_interval)?;
-        positive_seconds("pushgateway.timeout", self.timeout)?;
-        if self.username.is_some() != self.password.is_some() {
-            return Err(ConfigError::invalid(
-                "pushgateway.password",
-                "username and password go together",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl TracingConfig {
-    /// The URL spans are POSTed to.
-    pub fn traces_url(&self) -> Url {
-        match &self.endpoint {
-            Some(u) if u.path().is_empty() || u.path() == "/" => join_path(u, "/v1/traces"),
-            Some(u) => u.clone(),
-            None => constant_url("http://localhost:4318/v1/traces"),
-        }
-    }
-
-    /// Request timeout.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout)
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(p) = &self.tracing_provider
-            && p != "opentelemetry"
-        {
-            return Err(ConfigError::invalid(
-                "tracing.tracing_provider",
-                format!(
-                    "{p:?} is not supported: spans are sent over OTLP/HTTP (set \"opentelemetry\"; Jaeger takes OTLP on :4318)"
-                ),
-            ));
-        }
-        if let Some(e) = &self.tracing_opentelemetry_exporter
-            && !matches!(e.as_str(), "oltp-http" | "otlp-http")
-        {
-            return Err(ConfigError::invalid(
-                "tracing.tracing_opentelemetry_exporter",
-                format!("{e:?} is not supported: only OTLP/HTTP protobuf (\"otlp-http\")"),
-            ));
-        }
-        if self.tracing_host.is_some() || self.tracing_port.is_some() {
-            return Err(ConfigError::invalid(
-                "tracing.tracing_host",
-                "the Jaeger UDP agent is not supported: set tracing.endpoint to Jaeger's OTLP/HTTP receiver (http://HOST:4318)",
-            ));
-        }
-        if let Some(u) = &self.endpoint {
-            check_http_url("tracing.endpoint", u)?;
-        }
-        for k in self.headers.keys() {
-            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                return Err(ConfigError::invalid(
-                    format!("tracing.headers.{k}"),
-                    "not a valid HTTP header name",
-                ));
-            }
-        }
-        if self.service_name.is_empty() {
-            return Err(ConfigError::invalid(
-                "tracing.service_name",
-                "must not be empty",
-            ));
-        }
-        positive_seconds("tracing.timeout", self.timeout)?;
-        Ok(())
-    }
-}
-
-impl fmt::Debug for InfluxConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InfluxConfig")
-            .field("url", &self.base_url().map(|u| redact_url(&u)).ok())
-            .field("api", &self.api())
-            .field("database", &self.database)
-            .field("bucket", &self.bucket)
-            .field("username", &self.username)
-            .field("password", &self.password)
-            .field("token", &self.token)
-            .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Debug for GrafanaConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrafanaConfig")
-            .field("url", &self.annotations_url().map(|u| redact_url(&u)).ok())
-            .field("username", &self.username)
-            .field("password", &self.password)
-            .field("api_token", &self.api_token)
-            .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Debug for PushgatewayConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PushgatewayConfig")
-            .field("pushgateway_url", &redact_url(&self.pushgateway_url))
-            .field("job", &self.job)
-            .field("group_by", &self.group_by)
-            .field("password", &self.password)
-            .finish_non_exhaustive()
-    }
-}
-
-impl fmt::Debug for TracingConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TracingConfig")
-            .field("endpoint", &redact_url(&self.traces_url()))
-            .field("headers", &self.headers)
-            .finish_non_exhaustive()
-    }
 }
 
 #[cfg(test)]

@@ -1,3 +1,122 @@
-//! The `pushgateway` section (defined with the rest of the file format in [`crate::config`]).
+//! The `pushgateway` section: chaostoolkit-prometheus's control arguments (`pushgateway_url`,
+//! `job`, `grouping_key`) plus grouping, expiry, flushing and auth.
 
-pub use crate::config::{GroupBy, PushgatewayConfig};
+use crate::config::{check_http_url, constant_url, default_timeout, positive_seconds, seconds};
+use serde::{Deserialize, Serialize};
+use shared::config::{ConfigError, Secret, redact_url};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+use url::Url;
+
+/// How Pushgateway groups are keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// One group per run (`chaostoolkit_experiment_ref` + `chaostoolkit_run_trace_id`): runs never
+    /// overwrite each other; finished groups are deleted after `delete_after`.
+    Run,
+    /// One group per experiment (`chaostoolkit_experiment_ref`), as chaostoolkit-prometheus: the
+    /// last run wins.
+    Experiment,
+}
+
+/// The `pushgateway` section.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushgatewayConfig {
+    /// Pushgateway base URL (default `http://localhost:9091`).
+    #[serde(default = "default_pushgateway_url")]
+    pub pushgateway_url: Url,
+    /// `job` grouping label (default `chaostoolkit`).
+    #[serde(default = "default_job")]
+    pub job: String,
+    /// Extra grouping labels (static).
+    #[serde(default)]
+    pub grouping_key: BTreeMap<String, String>,
+    /// `run` (default) or `experiment`.
+    #[serde(default = "default_group_by")]
+    pub group_by: GroupBy,
+    /// Seconds after a run finished when its group is deleted (0: never; default 0).
+    #[serde(default)]
+    pub delete_after: f64,
+    /// The outcome is pushed before `experiment.finished` is acknowledged; the in-progress and
+    /// activity series are pushed with it, or by a flush (within 1 s for a new run, then every
+    /// `flush_interval` seconds; default 5; 0: push on every event before acknowledging it).
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval: f64,
+    /// Basic auth user (Pushgateway `--web.config.file`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Basic auth password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// chaostoolkit-prometheus argument, accepted for pasting: the run id is the trace id here.
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    /// chaostoolkit-prometheus argument, accepted for pasting: the event's `chaosexperiment` is used.
+    #[serde(default)]
+    pub experiment_ref: Option<String>,
+    /// Request timeout, seconds (default 5).
+    #[serde(default = "default_timeout")]
+    pub timeout: f64,
+}
+
+impl PushgatewayConfig {
+    /// Request timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        check_http_url("pushgateway.pushgateway_url", &self.pushgateway_url)?;
+        if self.job.is_empty() {
+            return Err(ConfigError::invalid("pushgateway.job", "must not be empty"));
+        }
+        for k in self.grouping_key.keys() {
+            if !crate::backends::pushgateway::encoding::valid_label_name(k) || k == "job" {
+                return Err(ConfigError::invalid(
+                    format!("pushgateway.grouping_key.{k}"),
+                    "not a valid label name (or `job`, which has its own key)",
+                ));
+            }
+        }
+        seconds("pushgateway.delete_after", self.delete_after)?;
+        seconds("pushgateway.flush_interval", self.flush_interval)?;
+        positive_seconds("pushgateway.timeout", self.timeout)?;
+        if self.username.is_some() != self.password.is_some() {
+            return Err(ConfigError::invalid(
+                "pushgateway.password",
+                "username and password go together",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PushgatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushgatewayConfig")
+            .field("pushgateway_url", &redact_url(&self.pushgateway_url))
+            .field("job", &self.job)
+            .field("group_by", &self.group_by)
+            .field("password", &self.password)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_pushgateway_url() -> Url {
+    constant_url("http://localhost:9091")
+}
+
+fn default_job() -> String {
+    "chaostoolkit".into()
+}
+
+fn default_group_by() -> GroupBy {
+    GroupBy::Run
+}
+
+fn default_flush_interval() -> f64 {
+    5.0
+}
