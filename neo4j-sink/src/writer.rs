@@ -272,7 +272,7 @@ async fn write_loop(
         expected = batch.len();
         metrics.queue_depth.sub(events as i64);
         let outcome = match health.check() {
-            Ok(()) => write_batch(&db, &batch, &metrics).await,
+            Ok(()) => write_batch(&db, &mut batch, &metrics).await,
             Err(reason) => Err(WriteError::NotReady(reason)),
         };
         if let Err(WriteError::Db(e)) = &outcome
@@ -290,17 +290,20 @@ async fn write_loop(
 }
 
 /// Writes one batch in one transaction; transient failures (deadlocks) are retried twice.
-async fn write_batch(db: &Db, batch: &[Job], metrics: &SinkMetrics) -> Result<(), WriteError> {
-    let records = batch.iter().flat_map(|j| j.records.iter());
-    let rows = GraphRows::from_records(records.clone());
+async fn write_batch(db: &Db, batch: &mut [Job], metrics: &SinkMetrics) -> Result<(), WriteError> {
     let (mut traces, mut generic) = (0u64, 0u64);
-    for r in records {
+    for r in batch.iter().flat_map(|j| j.records.iter()) {
         if r.is_trace() {
             traces += 1;
         } else {
             generic += 1;
         }
     }
+    let rows = GraphRows::from_records(
+        batch
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.records)),
+    );
     let queries = batch_queries(&rows);
     let mut attempt = 0;
     loop {

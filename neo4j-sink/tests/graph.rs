@@ -158,13 +158,8 @@ async fn concurrent_redelivery_leaves_the_graph_unchanged() {
     let sender = sender(&sink.url);
 
     let events: Vec<_> = (0..120).map(|n| generated_event("rd", n)).collect();
-    let expected = GraphRows::from_records(
-        events
-            .iter()
-            .map(|e| Record::from_event(e).expect("valid"))
-            .collect::<Vec<_>>()
-            .iter(),
-    );
+    let expected =
+        GraphRows::from_records(events.iter().map(|e| Record::from_event(e).expect("valid")));
     // Everything twice, concurrently, plus one batch-mode request repeating ten events twice.
     let mut tasks = Vec::new();
     for e in events.iter().chain(events.iter()) {
