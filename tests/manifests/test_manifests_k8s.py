@@ -323,7 +323,7 @@ def test_containers_are_locked_down(overlay, overlays):
     for w, spec in workloads(overlays[overlay]):
         pod_sc = spec.get("securityContext", {})
         if w["kind"] == "Service":
-            # Pod-level securityContext needs a Knative feature flag: everything is set per container.
+            # Knative restricts the pod-level securityContext (kubernetes.podspec-securitycontext): set per container.
             assert not pod_sc, f"ksvc {w['metadata']['name']} sets a pod securityContext"
         for c in spec["containers"]:
             where = f"{w['kind']} {w['metadata']['name']}/{c['name']}"
