@@ -298,3 +298,52 @@ async fn v2_api_against_a_fake_influxdb2() {
     sink.stop().await;
     fake.stop().await;
 }
+
+#[tokio::test]
+async fn hostile_titles_read_back_from_real_influxdb() {
+    let Some(url) = require_env("TEST_INFLUX_URL", "InfluxDB 1.x") else {
+        return;
+    };
+    let db = influx_db(&url, "chaos_escape").await;
+    let sink = Sink::start_yaml(&format!("influxdb:\n  url: {url}\n  database: {db}\n"));
+    let titles = [
+        "plain",
+        " leading space",
+        "a,b=c d",
+        "back\\slash",
+        "before\\,comma",
+        "before\\ space",
+        "before\\=equals",
+        "trailing\\",
+        "quote \" and 'single'",
+        "new\nline",
+        "unicode é 🙂 中文",
+        "100% sure #hash",
+    ];
+    let base = run_events("passing");
+    for (i, t) in titles.iter().enumerate() {
+        let run = format!("{i:08x}-0000-4000-8000-000000000000");
+        let events = as_run(&base[..1], &run, Some(t));
+        sink.send_all(&events).await;
+    }
+    let rows = influx_query(
+        &url,
+        &db,
+        "SELECT \"title\", \"experiment\" FROM \"chaos_toolkit.experiments\"",
+    )
+    .await;
+    assert_eq!(rows.len(), titles.len());
+    for t in titles {
+        let row = rows
+            .iter()
+            .find(|r| r["title"] == json!(t))
+            .unwrap_or_else(|| panic!("title field {t:?} not read back: {rows:?}"));
+        let expected_tag = match t {
+            "trailing\\" => "trailing/".to_owned(),
+            "new\nline" => "new line".to_owned(),
+            other => other.to_owned(),
+        };
+        assert_eq!(row["experiment"], json!(expected_tag), "tag of {t:?}");
+    }
+    sink.stop().await;
+}

@@ -211,3 +211,38 @@ async fn redelivered_and_reordered_events_export_each_span_once() {
     sink.stop().await;
     collector.stop().await;
 }
+
+#[tokio::test]
+async fn a_run_that_never_finishes_gets_an_error_root_when_its_state_expires() {
+    let collector = ScriptedSink::start().unwrap();
+    let sink = Sink::start_yaml(&format!(
+        "tracing:\n  endpoint: {}\nsink:\n  run_ttl: 1\n",
+        collector.url
+    ));
+    let events = run_events("passing");
+    // The run starts, its first probe ends, then nothing more (Chaos Toolkit was killed).
+    sink.send_all(&events[..4]).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let root = loop {
+        if let Some((_, s)) = exported_spans(&collector)
+            .into_iter()
+            .find(|(_, s)| s.name == "experiment")
+        {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no root span for the expired run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(status(&root), StatusCode::Error as i32);
+    assert_eq!(
+        attr(&root, "chaostoolkit.experiment.status").as_deref(),
+        Some("unknown")
+    );
+    assert_eq!(root.start_time_unix_nano, ns(&events[0]["data"]["start"]));
+    assert_eq!(root.end_time_unix_nano, ns(&events[3]["time"]));
+    sink.stop().await;
+    collector.stop().await;
+}
