@@ -44,6 +44,9 @@ pub struct Neo4jConfig {
     pub max_connections: usize,
     /// `Retry-After` sent with 503 and 429 answers (`NEO4J_RETRY_AFTER_SECS`, default 2).
     pub retry_after: Duration,
+    /// How long a shared node (SUBJECT, RESOURCE, ...) written by this sink is not written again
+    /// unless it changed (`NEO4J_NODE_CACHE_SECS`, default 60; 0 writes it with every event).
+    pub node_cache_ttl: Duration,
 }
 
 impl Default for Neo4jConfig {
@@ -60,6 +63,7 @@ impl Default for Neo4jConfig {
             tx_timeout: Duration::from_secs(10),
             max_connections: 4,
             retry_after: Duration::from_secs(2),
+            node_cache_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -77,6 +81,7 @@ struct Neo4jEnv {
     neo4j_tx_timeout_ms: Option<u64>,
     neo4j_max_connections: Option<usize>,
     neo4j_retry_after_secs: Option<u64>,
+    neo4j_node_cache_secs: Option<u64>,
 }
 
 fn non_blank(v: Option<String>) -> Option<String> {
@@ -177,6 +182,10 @@ impl Neo4jConfig {
         if let Some(s) = env.neo4j_retry_after_secs {
             cfg.retry_after = Duration::from_secs(within("NEO4J_RETRY_AFTER_SECS", s, 1, 3600)?);
         }
+        if let Some(s) = env.neo4j_node_cache_secs {
+            cfg.node_cache_ttl =
+                Duration::from_secs(within("NEO4J_NODE_CACHE_SECS", s, 0, 86_400)?);
+        }
         Ok(cfg)
     }
 }
@@ -187,7 +196,7 @@ impl fmt::Display for Neo4jConfig {
         write!(
             f,
             "uri={} user={} password={} database={} batch_size={} batch_timeout_ms={} queue_capacity={} \
-             connect_timeout_ms={} tx_timeout_ms={} max_connections={} retry_after_secs={}",
+             connect_timeout_ms={} tx_timeout_ms={} max_connections={} retry_after_secs={} node_cache_secs={}",
             self.uri,
             self.user,
             if self.password.is_empty() {
@@ -203,6 +212,7 @@ impl fmt::Display for Neo4jConfig {
             self.tx_timeout.as_millis(),
             self.max_connections,
             self.retry_after.as_secs(),
+            self.node_cache_ttl.as_secs(),
         )
     }
 }
@@ -272,6 +282,7 @@ mod tests {
         let e = err(&[("NEO4J_URI", "bolt://neo4j:s3cret@x:7687")]);
         assert!(e.contains("NEO4J_URI") && !e.contains("s3cret"), "{e}");
         assert!(err(&[("NEO4J_TX_TIMEOUT_MS", "5")]).contains("NEO4J_TX_TIMEOUT_MS"));
+        assert!(err(&[("NEO4J_NODE_CACHE_SECS", "x")]).contains("NEO4J_NODE_CACHE_SECS"));
     }
 
     #[test]

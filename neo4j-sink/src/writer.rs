@@ -7,7 +7,7 @@ use crate::config::Neo4jConfig;
 use crate::cypher::batch_queries;
 use crate::db::{Db, DbError};
 use crate::metrics::SinkMetrics;
-use crate::model::{GraphRows, Record};
+use crate::model::{GraphRows, NodeCache, Record};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -97,7 +97,11 @@ struct Job {
 struct Batching {
     size: usize,
     timeout: Duration,
+    node_cache_ttl: Duration,
 }
+
+/// Shared nodes remembered by the writer (bounded; see [`NodeCache`]).
+const NODE_CACHE_ENTRIES: usize = 100_000;
 
 /// The queue, the writer task and the supervisor task.
 pub struct Writer {
@@ -121,6 +125,7 @@ impl Writer {
         let batching = Batching {
             size: cfg.batch_size,
             timeout: cfg.batch_timeout,
+            node_cache_ttl: cfg.node_cache_ttl,
         };
         let writer = tokio::spawn(write_loop(
             rx,
@@ -245,6 +250,7 @@ async fn write_loop(
     // dispatchers, one request each in flight) come back with about that many, so once they are
     // in there is nothing to wait for. The first batch waits the full timeout.
     let mut expected = usize::MAX;
+    let mut cache = NodeCache::new(batching.node_cache_ttl, NODE_CACHE_ENTRIES);
     while let Some(first) = rx.recv().await {
         let mut events = first.records.len();
         let mut batch = vec![first];
@@ -272,7 +278,7 @@ async fn write_loop(
         expected = batch.len();
         metrics.queue_depth.sub(events as i64);
         let outcome = match health.check() {
-            Ok(()) => write_batch(&db, &mut batch, &metrics).await,
+            Ok(()) => write_batch(&db, &mut batch, &mut cache, &metrics).await,
             Err(reason) => Err(WriteError::NotReady(reason)),
         };
         if let Err(WriteError::Db(e)) = &outcome
@@ -290,7 +296,12 @@ async fn write_loop(
 }
 
 /// Writes one batch in one transaction; transient failures (deadlocks) are retried twice.
-async fn write_batch(db: &Db, batch: &mut [Job], metrics: &SinkMetrics) -> Result<(), WriteError> {
+async fn write_batch(
+    db: &Db,
+    batch: &mut [Job],
+    cache: &mut NodeCache,
+    metrics: &SinkMetrics,
+) -> Result<(), WriteError> {
     let (mut traces, mut generic) = (0u64, 0u64);
     for r in batch.iter().flat_map(|j| j.records.iter()) {
         if r.is_trace() {
@@ -299,11 +310,13 @@ async fn write_batch(db: &Db, batch: &mut [Job], metrics: &SinkMetrics) -> Resul
             generic += 1;
         }
     }
-    let rows = GraphRows::from_records(
+    let mut rows = GraphRows::from_records(
         batch
             .iter_mut()
             .flat_map(|j| std::mem::take(&mut j.records)),
     );
+    let now = Instant::now();
+    cache.skip_known(&mut rows, now);
     let queries = batch_queries(&rows);
     let mut attempt = 0;
     loop {
@@ -315,6 +328,7 @@ async fn write_batch(db: &Db, batch: &mut [Job], metrics: &SinkMetrics) -> Resul
         metrics.batch_size.observe((traces + generic) as f64);
         match result {
             Ok(()) => {
+                cache.remember(&rows, now);
                 metrics
                     .events_written
                     .with_label_values(&["trace"])
@@ -326,6 +340,7 @@ async fn write_batch(db: &Db, batch: &mut [Job], metrics: &SinkMetrics) -> Resul
                 return Ok(());
             }
             Err(e) => {
+                cache.clear();
                 metrics.db_errors.with_label_values(&[e.kind()]).inc();
                 tracing::warn!(error = %e, events = traces + generic, attempt, "batch not written");
                 if matches!(e, DbError::Transient { .. }) && attempt < 2 {
