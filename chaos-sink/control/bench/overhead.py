@@ -90,12 +90,12 @@ def experiment(activities: int, controls: List[Dict[str, Any]]) -> Dict[str, Any
     return exp
 
 
-def cloudevents_control(sink_url: str) -> Dict[str, Any]:
+def cloudevents_control(sink_url: str, module: str = "chaoscloudevents.control") -> Dict[str, Any]:
     return {
         "name": "cloudevents",
         "provider": {
             "type": "python",
-            "module": "chaoscloudevents.control",
+            "module": module,
             "arguments": {"sink_url": sink_url},
         },
     }
@@ -265,6 +265,46 @@ def chaos_sink_received(base_url: str) -> int:
     )
 
 
+class SitePackages:
+    """Modules the benchmark puts into the chaos venv's site-packages, removed at the end."""
+
+    def __init__(self, python: Path) -> None:
+        self.dir = Path(subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip())
+        self.paths: List[Path] = []
+
+    def add_module(self, name: str, text: str) -> None:
+        self._write(self.dir / f"{name}.py", text)
+
+    def add_package(self, name: str, files: Dict[str, str]) -> None:
+        root = self.dir / name
+        root.mkdir()
+        self.paths.append(root)
+        for file, text in files.items():
+            (root / file).write_text(text)
+        import compileall
+
+        compileall.compile_dir(str(root), quiet=1)  # as pip does for an installed package
+
+    def _write(self, path: Path, text: str) -> None:
+        import importlib.util
+        import py_compile
+
+        path.write_text(text)
+        self.paths.append(path)
+        py_compile.compile(str(path))
+        self.paths.append(Path(importlib.util.cache_from_source(str(path))))
+
+    def remove(self) -> None:
+        for path in reversed(self.paths):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
+
+
 class ChaosSinkProcess:
     """The real chaos-sink binary on 127.0.0.1, forwarding to the bench's InfluxDB/Pushgateway."""
 
@@ -318,7 +358,6 @@ class Scenario:
     #: runs the experiment (the callable) between its own before/after reads; returns the sample
     check: Callable[[Callable[[], "Sample"]], "Sample"]
     samples: List["Sample"] = field(default_factory=list)
-    env: Dict[str, str] = field(default_factory=dict)  # extra environment of this scenario
 
 
 @dataclass
@@ -384,6 +423,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--chaos-sink", metavar="PATH|auto",
                    help="also measure the control against the real chaos-sink binary "
                         "(auto: target/release/chaos-sink, else target/debug/chaos-sink)")
+    p.add_argument("--compare-rev", metavar="GIT_REV",
+                   help="also measure the control as it was at this git revision (same receiver), "
+                        "to compare versions in the same run")
     p.add_argument("--only", help="comma-separated scenario names to run (default: all)")
     p.add_argument("--json", type=Path, help="write every sample to this file")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -417,98 +459,120 @@ def main(argv: Optional[List[str]] = None) -> int:
     env.pop("PYTHONPATH", None)
     receiver = AcceptAllReceiver()
     lean = LeanAcceptAllReceiver()
-    sink_proc: Optional[ChaosSinkProcess] = None
-    scenarios: List[Scenario] = []
-
-    def write(name: str, controls: List[Dict[str, Any]], configuration: Optional[Dict[str, Any]] = None) -> Path:
-        exp = experiment(args.activities, controls)
-        if configuration:
-            exp["configuration"] = configuration
-        path = work / f"{name}.json"
-        path.write_text(json.dumps(exp, indent=1))
-        return path
-
-    # experiment, method and rollbacks started/finished, and each activity started/finished
-    expected_events = 2 * args.activities + 6
-
-    def check_ok(run: Callable[[], Sample]) -> Sample:
-        sample = run()
-        if sample.returncode != 0:
-            raise SystemExit(f"chaos run failed ({sample.returncode}):\n{sample.stderr[-3000:]}")
-        return sample
-
-    def check_receiver(run: Callable[[], Sample], which: Any = receiver) -> Sample:
-        before = which.count
-        sample = check_ok(run)
-        got = which.count - before
-        if got != expected_events:
-            raise SystemExit(f"the receiver got {got} events, expected {expected_events}:\n{sample.stderr[-3000:]}")
-        return sample
-
-    def check_down(run: Callable[[], Sample]) -> Sample:
-        sample = check_ok(run)
-        if "could not be delivered" not in sample.stderr:
-            raise SystemExit(f"no delivery warning with the sink down:\n{sample.stderr[-3000:]}")
-        return sample
-
-    def check_chaos_sink(run: Callable[[], Sample]) -> Sample:
-        assert sink_proc is not None
-        before = chaos_sink_received(sink_proc.url)
-        sample = check_ok(run)
-        deadline = time.monotonic() + 5
-        while (got := chaos_sink_received(sink_proc.url) - before) < expected_events:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"chaos-sink received {got} events, expected {expected_events}")
-            time.sleep(0.05)
-        return sample
-
-    def check_legacy(run: Callable[[], Sample]) -> Sample:
-        before = influx_points(influx_url)
-        sample = check_ok(run)
-        got = influx_points(influx_url) - before
-        if got != 2 * args.activities:
-            raise SystemExit(f"InfluxDB got {got} points, expected {2 * args.activities}")
-        if pushgateway_groups(pushgateway_url) < 1:
-            raise SystemExit("no chaostoolkit group on the Pushgateway")
-        return sample
-
-    scenarios.append(Scenario("none", "no control", write("none", []), check_ok))
-    # what Chaos Toolkit itself spends on any declared control (it looks the hooks up and
-    # deep-copies the declaration before and after every activity), whatever the control does
-    (work / "emptycontrol").mkdir()
-    (work / "emptycontrol" / "bench_empty_control.py").write_text(
-        "def configure_control(**kwargs):\n    pass\n"
-    )
-    scenarios.append(Scenario(
-        "empty", "an empty control (Chaos Toolkit's own cost)",
-        write("empty", [{"name": "empty", "provider": {"type": "python", "module": "bench_empty_control"}}]),
-        check_ok, env={"PYTHONPATH": str(work / "emptycontrol")},
-    ))
-    scenarios.append(Scenario("cloudevents", "cloudevents -> accept-all receiver",
-                              write("cloudevents", [cloudevents_control(receiver.url)]), check_receiver))
-    scenarios.append(Scenario("cloudevents-lean", "cloudevents -> lean asyncio receiver",
-                              write("cloudevents-lean", [cloudevents_control(lean.url)]),
-                              lambda run: check_receiver(run, lean)))
-    scenarios.append(Scenario("cloudevents-down", "cloudevents, sink down",
-                              write("cloudevents-down", [cloudevents_control(closed_port_url())]), check_down))
-    if sink_binary is not None:
-        sink_proc = ChaosSinkProcess(sink_binary, work, influx_url, pushgateway_url)
-        scenarios.append(Scenario("chaos-sink", f"cloudevents -> chaos-sink ({sink_binary.parent.name})",
-                                  write("chaos-sink", [cloudevents_control(sink_proc.url)]), check_chaos_sink))
-    scenarios.append(Scenario("legacy", "chaosdb influx + prometheus",
-                              write("legacy", legacy_controls(pushgateway_url), influx_configuration(influx_url)),
-                              check_legacy))
-    if args.only:
-        wanted = set(args.only.split(","))
-        scenarios = [s for s in scenarios if s.name in wanted or s.name == "none"]
-
+    installed = SitePackages(args.chaos.with_name("python"))
     try:
+        sink_proc: Optional[ChaosSinkProcess] = None
+        scenarios: List[Scenario] = []
+
+        def write(name: str, controls: List[Dict[str, Any]], configuration: Optional[Dict[str, Any]] = None) -> Path:
+            exp = experiment(args.activities, controls)
+            if configuration:
+                exp["configuration"] = configuration
+            path = work / f"{name}.json"
+            path.write_text(json.dumps(exp, indent=1))
+            return path
+
+        # experiment, method and rollbacks started/finished, and each activity started/finished
+        expected_events = 2 * args.activities + 6
+
+        def check_ok(run: Callable[[], Sample]) -> Sample:
+            sample = run()
+            if sample.returncode != 0:
+                raise SystemExit(f"chaos run failed ({sample.returncode}):\n{sample.stderr[-3000:]}")
+            return sample
+
+        def check_receiver(run: Callable[[], Sample], which: Any = receiver) -> Sample:
+            before = which.count
+            sample = check_ok(run)
+            got = which.count - before
+            if got != expected_events:
+                raise SystemExit(f"the receiver got {got} events, expected {expected_events}:\n{sample.stderr[-3000:]}")
+            return sample
+
+        def check_down(run: Callable[[], Sample]) -> Sample:
+            sample = check_ok(run)
+            if "could not be delivered" not in sample.stderr:
+                raise SystemExit(f"no delivery warning with the sink down:\n{sample.stderr[-3000:]}")
+            return sample
+
+        def check_chaos_sink(run: Callable[[], Sample]) -> Sample:
+            assert sink_proc is not None
+            before = chaos_sink_received(sink_proc.url)
+            sample = check_ok(run)
+            deadline = time.monotonic() + 5
+            while (got := chaos_sink_received(sink_proc.url) - before) < expected_events:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"chaos-sink received {got} events, expected {expected_events}")
+                time.sleep(0.05)
+            return sample
+
+        def check_legacy(run: Callable[[], Sample]) -> Sample:
+            before = influx_points(influx_url)
+            sample = check_ok(run)
+            got = influx_points(influx_url) - before
+            if got != 2 * args.activities:
+                raise SystemExit(f"InfluxDB got {got} points, expected {2 * args.activities}")
+            if pushgateway_groups(pushgateway_url) < 1:
+                raise SystemExit("no chaostoolkit group on the Pushgateway")
+            return sample
+
+        scenarios.append(Scenario("none", "no control", write("none", []), check_ok))
+        # what Chaos Toolkit itself spends on any declared control (it looks the hooks up and
+        # deep-copies the declaration before and after every activity), whatever the control does
+        installed.add_module("bench_empty_control", "def configure_control(**kwargs):\n    pass\n")
+        scenarios.append(Scenario(
+            "empty", "an empty control (Chaos Toolkit's own cost)",
+            write("empty", [{"name": "empty", "provider": {"type": "python", "module": "bench_empty_control"}}]),
+            check_ok,
+        ))
+        scenarios.append(Scenario("cloudevents", "cloudevents -> accept-all receiver",
+                                  write("cloudevents", [cloudevents_control(receiver.url)]), check_receiver))
+        if args.compare_rev:
+            # the control as it was at that revision, renamed chaoscloudevents_rev so that both
+            # versions are importable in the same venv (no PYTHONPATH: it would slow every import)
+            import io
+            import re
+            import tarfile
+
+            archive = subprocess.run(
+                ["git", "-C", str(REPO), "archive", args.compare_rev, "chaos-sink/control/src/chaoscloudevents"],
+                check=True, capture_output=True,
+            ).stdout
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                files = {
+                    Path(m.name).name: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
+                    for m in tar.getmembers() if m.isfile() and m.name.endswith(".py")
+                }
+            installed.add_package("chaoscloudevents_rev", {
+                name: re.sub(r"\bchaoscloudevents\b", "chaoscloudevents_rev", text) for name, text in files.items()
+            })
+            scenarios.append(Scenario(
+                "cloudevents-rev", f"cloudevents @{args.compare_rev} -> accept-all receiver",
+                write("cloudevents-rev", [cloudevents_control(receiver.url, "chaoscloudevents_rev.control")]),
+                check_receiver,
+            ))
+        scenarios.append(Scenario("cloudevents-lean", "cloudevents -> lean asyncio receiver",
+                                  write("cloudevents-lean", [cloudevents_control(lean.url)]),
+                                  lambda run: check_receiver(run, lean)))
+        scenarios.append(Scenario("cloudevents-down", "cloudevents, sink down",
+                                  write("cloudevents-down", [cloudevents_control(closed_port_url())]), check_down))
+        if sink_binary is not None:
+            sink_proc = ChaosSinkProcess(sink_binary, work, influx_url, pushgateway_url)
+            scenarios.append(Scenario("chaos-sink", f"cloudevents -> chaos-sink ({sink_binary.parent.name})",
+                                      write("chaos-sink", [cloudevents_control(sink_proc.url)]), check_chaos_sink))
+        scenarios.append(Scenario("legacy", "chaosdb influx + prometheus",
+                                  write("legacy", legacy_controls(pushgateway_url), influx_configuration(influx_url)),
+                                  check_legacy))
+        if args.only:
+            wanted = set(args.only.split(","))
+            scenarios = [s for s in scenarios if s.name in wanted or s.name == "none"]
+
         rounds = args.warmup + args.repeats
         for r in range(rounds):
             shift = r % len(scenarios)
             order = scenarios[shift:] + scenarios[:shift]
             for s in order:
-                sample = s.check(lambda s=s: run_chaos(args.chaos, s.experiment_path, work, {**env, **s.env}))
+                sample = s.check(lambda s=s: run_chaos(args.chaos, s.experiment_path, work, env))
                 if r >= args.warmup:
                     s.samples.append(sample)
             tag = "warm-up" if r < args.warmup else f"round {r - args.warmup + 1}/{args.repeats}"
@@ -517,6 +581,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         receiver.close()
         lean.close()
+        installed.remove()
         if sink_proc is not None:
             sink_proc.close()
         if not args.keep:

@@ -29,7 +29,8 @@ if [ ! -x "$BENCH_VENV/bin/chaos" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$sum"
   echo "$sum" >"$stamp"
 fi
 src_sum=$(cd chaos-sink/control && find pyproject.toml src -type f -name '*.py' -o -name pyproject.toml | sort | xargs cat | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$BENCH_VENV/.control.sha256" 2>/dev/null)" != "$src_sum" ]; then
+# BENCH_KEEP_CONTROL=1 keeps whatever version is installed (to compare with an older one)
+if [ -z "${BENCH_KEEP_CONTROL:-}" ] && [ "$(cat "$BENCH_VENV/.control.sha256" 2>/dev/null)" != "$src_sum" ]; then
   stack_log "installing chaos-sink/control into $BENCH_VENV"
   build=$(mktemp -d)
   cp -r chaos-sink/control/pyproject.toml chaos-sink/control/README.md chaos-sink/control/src "$build/"
