@@ -454,7 +454,7 @@ impl Exporter {
             p.rejected += rejected;
             p.failed += failed;
         });
-        tracing::info!(window = %window, pages = run.pager.pages(), delivered, rejected, attempts = run.attempts + 1, "window done");
+        tracing::info!(window = %window, pages = run.pager.pages(), delivered, rejected, attempts = run.attempts, "window done");
         saved
     }
 
@@ -467,9 +467,11 @@ impl Exporter {
         let (tx, rx) = mpsc::channel::<Event>(capacity);
         let pager = &mut run.pager;
         let counters = &run.counters;
-        let lag_warn_ms = i64::try_from(self.config.lag.as_millis()).unwrap_or(i64::MAX);
+        let lag_allowance_ms = i64::try_from(self.config.lag.as_millis()).unwrap_or(i64::MAX);
         let producer = async move {
             let tx = tx;
+            // Traces recorded later than the lag allowance after they happened: (count, worst lag).
+            let mut late = (0u64, 0i64);
             while let Some(query) = pager.query() {
                 let page = self.cts.fetch(&query).await?;
                 self.metrics.page(page.traces.len());
@@ -481,12 +483,9 @@ impl Exporter {
                     match (trace.time_ms(), trace.record_time_ms()) {
                         (Some(t), Some(r)) => {
                             self.metrics.record_lag(r - t);
-                            if r - t > lag_warn_ms {
-                                tracing::warn!(
-                                    trace_id = trace.id().as_deref().unwrap_or("-"),
-                                    record_lag_s = (r - t) / 1000,
-                                    "trace recorded later than CTS_LAG_SECONDS after it happened: raise CTS_LAG_SECONDS or such traces can be missed"
-                                );
+                            if r - t > lag_allowance_ms {
+                                late.0 += 1;
+                                late.1 = late.1.max(r - t);
                             }
                         }
                         (None, _) => {
@@ -509,6 +508,15 @@ impl Exporter {
                         }
                     }
                 }
+            }
+            if late.0 > 0 {
+                tracing::warn!(
+                    window = %pager.window(),
+                    traces = late.0,
+                    worst_record_lag_s = late.1 / 1000,
+                    lag_allowance_s = lag_allowance_ms / 1000,
+                    "traces were recorded by CTS later than CTS_LAG_SECONDS after they happened; similar traces recorded after their window was queried are missed: raise CTS_LAG_SECONDS"
+                );
             }
             Ok::<(), CtsError>(())
         };

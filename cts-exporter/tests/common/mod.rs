@@ -200,3 +200,53 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .unwrap()
 }
+
+/// Logs to stderr when `TEST_LOG` is set (e.g. `TEST_LOG=debug`), for debugging a test.
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+/// Reads a Python peer's lines in the background (its stdout pipe must never fill up while the exporter
+/// delivers). Call [`Collector::finish`] once the exporter is done: it drains what is left.
+pub struct Collector {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Value>>,
+}
+
+impl Collector {
+    pub fn start(mut peer: shared::testkit::PythonPeer) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut lines = Vec::new();
+            loop {
+                match tokio::time::timeout(
+                    Duration::from_millis(300),
+                    peer.next_line(Duration::from_secs(120)),
+                )
+                .await
+                {
+                    Ok(line) => lines.push(
+                        serde_json::from_str(&line)
+                            .unwrap_or_else(|e| panic!("bad JSON from peer: {e}: {line}")),
+                    ),
+                    Err(_) if flag.load(Ordering::SeqCst) => break,
+                    Err(_) => {}
+                }
+            }
+            lines
+        });
+        Self { stop, task }
+    }
+
+    /// Every line received (waits until the peer has been quiet for 300 ms).
+    pub async fn finish(self) -> Vec<Value> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
+}
