@@ -4,7 +4,8 @@
 //! # with the real InfluxDB and Pushgateway of the test stack (see chaos-sink/README.md):
 //! TEST_INFLUX_URL=http://127.0.0.1:8086 TEST_PUSHGATEWAY_URL=http://127.0.0.1:9091 \
 //!   cargo bench -p chaos-sink --bench throughput
-//! # knobs: BENCH_RUNS (default 300 runs of 20 events), BENCH_CONCURRENCY (default 64 runs at once)
+//! # knobs: BENCH_RUNS (default 300 runs of 20 events), BENCH_CONCURRENCY (default 64 runs at once),
+//! #        BENCH_ONLY (run the scenarios whose name contains it), BENCH_PG_DELETE_AFTER (default 1)
 //! ```
 //!
 //! Each scenario replays full Chaos Toolkit runs (the `passing` fixture, a new run id each) from
@@ -167,7 +168,11 @@ async fn run() {
     scenarios.push(("otlp (fake collector)", otlp_cfg.clone()));
     scenarios.push(("no backend (validation)", String::from("sink: {}\n")));
 
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     for (i, (name, yaml)) in scenarios.iter().enumerate() {
+        if !only.is_empty() && !name.contains(only.as_str()) {
+            continue;
+        }
         if let Some(u) = &pgw {
             pushgateway_wipe(u).await;
         }

@@ -10,6 +10,8 @@
 //! is down never blocks the others; an event is acknowledged (202) only when every enabled backend
 //! has it, otherwise the sink answers 503 with `Retry-After` and Knative redelivers it.
 
+#![warn(missing_docs)]
+
 pub mod backends;
 pub mod config;
 pub mod events;
