@@ -598,7 +598,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def report(scenarios: List[Scenario], args: argparse.Namespace) -> None:
     """The table: wall time (median, p90, and the minimum, the least disturbed by other load),
-    CPU time of the chaos process, and the run's own duration from its journal."""
+    the median of the per-round ratios to ``none`` (runs of one round are seconds apart, so
+    they share the machine's load: the steadiest estimate on a busy machine), CPU time of the
+    chaos process, and the run's own duration from its journal."""
     base = scenarios[0]
 
     def stats(s: Scenario) -> Dict[str, float]:
@@ -609,6 +611,7 @@ def report(scenarios: List[Scenario], args: argparse.Namespace) -> None:
             "min": min(walls),
             "cpu": statistics.median(x.cpu for x in s.samples),
             "dur": statistics.median(x.duration for x in s.samples),
+            "paired": statistics.median(x.wall / y.wall for x, y in zip(s.samples, base.samples)),
         }
 
     b = stats(base)
@@ -617,14 +620,15 @@ def report(scenarios: List[Scenario], args: argparse.Namespace) -> None:
           f"(+{args.warmup} warm-up), {os.cpu_count()} CPUs, Python {platform.python_version()}")
     width = max(len(s.label) for s in scenarios)
     columns = ["median wall (vs none)", "p90 wall (vs none)", "min wall (vs none)",
-               "median CPU (vs none)", "run duration (vs none)"]
+               "per-round ratio", "median CPU (vs none)", "run duration (vs none)"]
     print(f"| {'scenario':<{width}} | " + " | ".join(columns) + " |")
     print(f"|{'-' * (width + 2)}|" + "|".join("-" * (len(c) + 2) for c in columns) + "|")
     for s in scenarios:
         x = stats(s)
         cells = [
-            f"{x[k]:.3f} s ({100 * (x[k] / b[k] - 1):+.1f}%)" for k in ("med", "p90", "min", "cpu")
-        ] + [f"{x['dur']:.3f} s ({1000 * (x['dur'] - b['dur']):+.0f} ms)"]
+            f"{x[k]:.3f} s ({100 * (x[k] / b[k] - 1):+.1f}%)" for k in ("med", "p90", "min")
+        ] + [f"{100 * (x['paired'] - 1):+.1f}%", f"{x['cpu']:.3f} s ({100 * (x['cpu'] / b['cpu'] - 1):+.1f}%)",
+             f"{x['dur']:.3f} s ({1000 * (x['dur'] - b['dur']):+.0f} ms)"]
         print(f"| {s.label:<{width}} | " + " | ".join(f"{c:>{len(h)}}" for c, h in zip(cells, columns)) + " |")
 
 
