@@ -62,6 +62,13 @@ pub trait Service: Send + 'static {
     /// Processes a batch of events; returns one outcome per event, in order.
     fn process(&mut self, batch: &[Arc<ChaosEvent>]) -> impl Future<Output = Vec<Outcome>> + Send;
 
+    /// Outcomes known before any I/O, one slot per event (`None`: wait for `process`). The
+    /// requests whose events are all settled here are answered at once, without waiting for the
+    /// batch's calls. Called right before `process` with the same batch; default: none.
+    fn settle_early(&mut self, batch: &[Arc<ChaosEvent>]) -> Vec<Option<Outcome>> {
+        vec![None; batch.len()]
+    }
+
     /// Called about once a second between batches: expiry of state and of groups.
     fn tick(&mut self) -> impl Future<Output = ()> + Send {
         async {}
@@ -184,10 +191,30 @@ async fn run<S: Service>(
         let batch: Vec<Arc<ChaosEvent>> =
             jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
         let started = Instant::now();
+        let mut early = service.settle_early(&batch);
+        early.resize(batch.len(), None);
+        // Answer the requests whose events need nothing from this batch's calls.
+        let mut pending = Vec::with_capacity(jobs.len());
+        let mut offset = 0;
+        for job in jobs {
+            let n = job.events.len();
+            let slots = &early[offset..offset + n];
+            if slots.iter().all(Option::is_some) {
+                let _ = job.reply.send(slots.iter().flatten().cloned().collect());
+            } else {
+                pending.push((offset, job));
+            }
+            offset += n;
+        }
         let mut outcomes = service.process(&batch).await;
         counters.latency.observe(started.elapsed().as_secs_f64());
         counters.batch_size.observe(batch.len() as f64);
         outcomes.resize_with(batch.len(), || Outcome::unavailable("internal: no outcome"));
+        for (slot, settled) in outcomes.iter_mut().zip(early) {
+            if let Some(o) = settled {
+                *slot = o;
+            }
+        }
         for o in &outcomes {
             match o {
                 Outcome::Done => counters.written.inc(),
@@ -197,9 +224,8 @@ async fn run<S: Service>(
         }
         let all_up = outcomes.iter().all(Outcome::is_final);
         counters.up.set(i64::from(all_up));
-        let mut it = outcomes.into_iter();
-        for job in jobs {
-            let mine: Vec<Outcome> = it.by_ref().take(job.events.len()).collect();
+        for (offset, job) in pending {
+            let mine: Vec<Outcome> = outcomes[offset..offset + job.events.len()].to_vec();
             let _ = job.reply.send(mine);
         }
     }

@@ -47,6 +47,8 @@ pub struct PushgatewayService {
     policy: RetryPolicy,
     counters: BackendCounters,
     runs: RunMap<PgRun>,
+    /// What each event of the batch being processed changed (from `settle_early`).
+    changes: Vec<Change>,
     /// Group path -> the run that pushed to it last (with `group_by: experiment`, a group is only
     /// deleted when no newer run took it over).
     last_run_of_group: HashMap<String, String>,
@@ -93,6 +95,7 @@ impl PushgatewayService {
             policy,
             counters,
             runs: RunMap::new(limits),
+            changes: Vec::new(),
             last_run_of_group: HashMap::new(),
             probe,
         })
@@ -284,27 +287,38 @@ fn unreachable_run() -> PgRun {
 }
 
 impl Service for PushgatewayService {
+    fn settle_early(&mut self, batch: &[Arc<ChaosEvent>]) -> Vec<Option<Outcome>> {
+        // Apply every event now; only outcome pushes are waited for.
+        self.changes = batch.iter().map(|ev| self.apply(ev)).collect();
+        self.changes
+            .iter()
+            .map(|c| match c {
+                Change::Push => None,
+                Change::Later | Change::Nothing => Some(Outcome::Done),
+            })
+            .collect()
+    }
+
     async fn process(&mut self, batch: &[Arc<ChaosEvent>]) -> Vec<Outcome> {
-        // Apply every event, then push each run with a run-level change once.
+        let mut changes = std::mem::take(&mut self.changes);
+        if changes.len() != batch.len() {
+            changes = batch.iter().map(|ev| self.apply(ev)).collect();
+        }
+        // Push each run with a run-level change once.
         let mut urgent: Vec<String> = Vec::new();
-        let mut changes: Vec<Change> = Vec::with_capacity(batch.len());
-        for ev in batch {
-            let change = self.apply(ev);
-            if change == Change::Push && !urgent.contains(&ev.run_id) {
+        for (ev, change) in batch.iter().zip(&changes) {
+            if *change == Change::Push && !urgent.contains(&ev.run_id) {
                 urgent.push(ev.run_id.clone());
             }
-            changes.push(change);
         }
         let results = self.push_all(urgent).await;
         batch
             .iter()
             .zip(changes)
             .map(|(ev, change)| match change {
-                // Activity metrics ride along when their run is pushed in this batch.
-                Change::Push | Change::Later => {
-                    results.get(&ev.run_id).cloned().unwrap_or(Outcome::Done)
-                }
-                Change::Nothing => Outcome::Done,
+                Change::Push => results.get(&ev.run_id).cloned().unwrap_or(Outcome::Done),
+                // Pushed with their run's next push or by the flush.
+                Change::Later | Change::Nothing => Outcome::Done,
             })
             .collect()
     }
