@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -426,6 +427,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--compare-rev", metavar="GIT_REV",
                    help="also measure the control as it was at this git revision (same receiver), "
                         "to compare versions in the same run")
+    p.add_argument("--compare-src", metavar="DIR", type=Path,
+                   help="also measure the chaoscloudevents package in DIR (e.g. a variant being tried)")
     p.add_argument("--only", help="comma-separated scenario names to run (default: all)")
     p.add_argument("--json", type=Path, help="write every sample to this file")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -527,11 +530,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         ))
         scenarios.append(Scenario("cloudevents", "cloudevents -> accept-all receiver",
                                   write("cloudevents", [cloudevents_control(receiver.url)]), check_receiver))
+        if args.compare_src:
+            files = {f.name: f.read_text() for f in sorted(args.compare_src.glob("*.py"))}
+            if "control.py" not in files:
+                p.error(f"{args.compare_src} is not a chaoscloudevents package directory")
+            installed.add_package("chaoscloudevents_src", {
+                name: re.sub(r"\bchaoscloudevents\b", "chaoscloudevents_src", text) for name, text in files.items()
+            })
+            scenarios.append(Scenario(
+                "cloudevents-src", f"cloudevents from {args.compare_src.name} -> accept-all receiver",
+                write("cloudevents-src", [cloudevents_control(receiver.url, "chaoscloudevents_src.control")]),
+                check_receiver,
+            ))
         if args.compare_rev:
             # the control as it was at that revision, renamed chaoscloudevents_rev so that both
             # versions are importable in the same venv (no PYTHONPATH: it would slow every import)
             import io
-            import re
             import tarfile
 
             archive = subprocess.run(
