@@ -6,6 +6,8 @@
 //! [`db`] (driver with timeouts), [`writer`] (group commit, reconnects), [`handler`] (the
 //! scaffold's `EventHandler`), [`metrics`].
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod cypher;
 pub mod db;

@@ -33,7 +33,12 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "neo4j-sink failed");
             eprintln!("neo4j-sink: {e:#}");
-            ExitCode::from(EXIT_RUNTIME)
+            // The driver refusing the settings (URI, TLS) is a configuration error too.
+            if e.downcast_ref::<neo4j_sink::db::DbError>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
+            }
         }
     }
 }
