@@ -159,10 +159,10 @@ async fn hung_database_is_bounded_by_the_timeout_and_a_full_queue_gets_429() {
     let started = Instant::now();
     let url = sink.url.clone();
     let first = tokio::spawn(async move { post(&url, 0, "hg").await.status() });
-    tokio::time::sleep(Duration::from_millis(300)).await; // the writer holds it
+    tokio::time::sleep(Duration::from_millis(500)).await; // the writer holds it
     let url = sink.url.clone();
     let second = tokio::spawn(async move { post(&url, 1, "hg").await.status() });
-    tokio::time::sleep(Duration::from_millis(300)).await; // it waits in the queue
+    tokio::time::sleep(Duration::from_millis(500)).await; // it waits in the queue
     let third = post(&sink.url, 2, "hg").await;
     assert_eq!(third.status(), 429);
     assert!(third.headers().contains_key("retry-after"));
