@@ -139,13 +139,14 @@ stack_start_arcadedb() {
   local t http bolt home
   t=$(stack_tmp); http=$(stack_free_port); bolt=$(stack_free_port)
   home=$("$STACK_VENV/bin/python" -c 'import importlib.util as u,os;print(os.path.dirname(u.find_spec("arcadedb_embedded").origin))')
-  "$home/jre/bin/java" -Xmx${ARCADEDB_HEAP:-768m} -cp "$home/jars/*" \
+  # Started from its temp dir: ArcadeDB writes log/ into the working directory.
+  (cd "$t" && exec "$home/jre/bin/java" -Xmx${ARCADEDB_HEAP:-768m} -cp "$home/jars/*" \
     -Darcadedb.server.rootPath="$t/arcadedb" -Darcadedb.server.rootPassword=playwithdata \
     -Darcadedb.server.httpIncomingHost=127.0.0.1 -Darcadedb.server.httpIncomingPort="$http" \
     -Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin \
     -Darcadedb.bolt.host=127.0.0.1 -Darcadedb.bolt.port="$bolt" \
     -Darcadedb.server.defaultDatabases='neo4j[root]' \
-    com.arcadedb.server.ArcadeDBServer >"$t/arcadedb.log" 2>&1 &
+    com.arcadedb.server.ArcadeDBServer >"$t/arcadedb.log" 2>&1) &
   STACK_PIDS+=($!)
   stack_wait ArcadeDB "http://127.0.0.1:$http/api/v1/ready" 90
   export TEST_BOLT_URI="bolt://127.0.0.1:$bolt" TEST_BOLT_USER=root TEST_BOLT_PASSWORD=playwithdata
