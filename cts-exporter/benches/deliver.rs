@@ -1,1 +1,337 @@
-fn main() {}
+//! Delivery benchmark (not a test): `cargo bench -p cts-exporter --bench deliver`.
+//!
+//! 1. Throughput: a 50,000-trace window from the OTC simulator (a FAKE of IAM + CTS) delivered by the
+//!    exporter (in-process, `--once`, default concurrency) to a local accept-all HTTP receiver, against a
+//!    baseline measured in the same run: a bare reqwest loop posting the same pre-encoded events to the same
+//!    receiver at the same concurrency. Target: the exporter reaches at least 50% of the baseline.
+//! 2. Memory: the exporter binary run as a child with `--once` on 5,000 and on 50,000 traces; its peak RSS
+//!    (`VmHWM`, which it reports when it exits). Target: at most 30 MB, and flat within 20%.
+//!
+//! `BENCH_TRACES` changes the large window (default 50000).
+
+use cts_exporter::clouds::CloudsEnv;
+use cts_exporter::cts::Pager;
+use cts_exporter::event::trace_to_event;
+use cts_exporter::exporter::Exporter;
+use cts_exporter::window::Window;
+use cts_exporter::{Args, Config};
+use futures_util::StreamExt;
+use otc_sim::OtcSim;
+use prometheus::Registry;
+use shared::cloudevent::EncodedRequest;
+use shared::delivery::{DeliveryConfig, Sender};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// A minimal HTTP/1.1 server answering every request `202 Accepted` (keep-alive), counting requests.
+struct AcceptAll {
+    url: String,
+    count: Arc<AtomicU64>,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn content_length(head: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(head);
+    text.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+async fn serve(mut s: TcpStream, count: Arc<AtomicU64>) -> std::io::Result<()> {
+    let _ = s.set_nodelay(true);
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut tmp = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(end) = find(&buf, b"\r\n\r\n") {
+            let total = end + 4 + content_length(&buf[..end]);
+            if buf.len() < total {
+                break;
+            }
+            buf.drain(..total);
+            count.fetch_add(1, Ordering::Relaxed);
+            s.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                .await?;
+        }
+        let n = s.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+impl AcceptAll {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let count = Arc::new(AtomicU64::new(0));
+        let c = count.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(serve(s, c.clone()));
+            }
+        });
+        Self { url, count }
+    }
+}
+
+async fn sim(traces: usize) -> OtcSim {
+    OtcSim::builder()
+        .seed(2024)
+        .anchor_ms(otc_sim::now_ms() - 30_000)
+        .backfill(traces, WINDOW - Duration::from_secs(60))
+        .workers(1)
+        .start()
+        .await
+        .expect("otc-sim")
+}
+
+fn vars(sim: &OtcSim, dir: &Path, sink: &str) -> Vec<(String, String)> {
+    let clouds = dir.join("clouds.yaml");
+    sim.write_clouds_yaml(&clouds).expect("clouds.yaml");
+    [
+        ("OS_CLIENT_CONFIG_FILE", clouds.display().to_string()),
+        ("OS_CLOUD", otc_sim::PASSWORD_CLOUD.to_owned()),
+        ("K_SINK", sink.to_owned()),
+        ("CTS_FROM", "11".to_owned()),
+        ("CTS_LAG_SECONDS", "0".to_owned()),
+        ("OIDC_TOKEN_PATH", "/nonexistent".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn config(vars: Vec<(String, String)>, dir: &Path) -> Config {
+    let env = CloudsEnv {
+        vars: vars.iter().cloned().collect(),
+        cwd: dir.to_owned(),
+        home: None,
+        etc: dir.join("none"),
+    };
+    Config::from_parts(
+        vars,
+        &env,
+        Args {
+            once: true,
+            ..Args::default()
+        },
+    )
+    .expect("config")
+}
+
+/// The exporter in-process: events per second for one `--once` window.
+async fn exporter_run(config: &Config, receiver: &AcceptAll, expected: usize) -> f64 {
+    let before = receiver.count.load(Ordering::Relaxed);
+    let exporter = Exporter::connect(config, &Registry::new())
+        .await
+        .expect("start");
+    let started = Instant::now();
+    let report = exporter.run_once(std::future::pending()).await;
+    let secs = started.elapsed().as_secs_f64();
+    let got = receiver.count.load(Ordering::Relaxed) - before;
+    assert!(report.complete, "{report:?}");
+    assert_eq!(
+        usize::try_from(got).unwrap_or(0),
+        expected,
+        "every event delivered once"
+    );
+    expected as f64 / secs
+}
+
+/// Fetches the window once and encodes every event as the exporter would put it on the wire.
+async fn pre_encode(config: &Config, sender: &Sender) -> Vec<EncodedRequest> {
+    let exporter = Exporter::connect(config, &Registry::new())
+        .await
+        .expect("start");
+    let now = otc_sim::now_ms();
+    let window = Window {
+        from_ms: now - i64::try_from(config.window.as_millis()).unwrap_or(0),
+        to_ms: now,
+    };
+    let ctx = cts_exporter::event::EventContext {
+        source: exporter.source().to_owned(),
+        region: exporter.identity().region.clone(),
+        domain: exporter.identity().domain_id.clone(),
+        tenant: exporter.identity().project_id.clone(),
+        api: config.api,
+        passthrough: true,
+    };
+    let mut pager = Pager::new(window);
+    let mut out = Vec::new();
+    while let Some(q) = pager.query() {
+        let page = exporter.cts().fetch(&q).await.expect("page");
+        let (traces, _) = pager.accept(page).expect("accept");
+        for t in traces {
+            let event = trace_to_event(t, &ctx).expect("event");
+            out.push(sender.encode(event).expect("encode"));
+        }
+    }
+    out
+}
+
+/// Pages through the window only (simulator rendering + transfer + JSON parsing): the ceiling the simulator
+/// puts on any exporter.
+async fn paging_only(config: &Config) -> f64 {
+    let exporter = Exporter::connect(config, &Registry::new())
+        .await
+        .expect("start");
+    let now = otc_sim::now_ms();
+    let mut pager = Pager::new(Window {
+        from_ms: now - i64::try_from(config.window.as_millis()).unwrap_or(0),
+        to_ms: now,
+    });
+    let started = Instant::now();
+    let mut n = 0usize;
+    while let Some(q) = pager.query() {
+        let page = exporter.cts().fetch(&q).await.expect("page");
+        n += pager.accept(page).expect("accept").0.len();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The baseline: a bare reqwest loop posting pre-encoded events at `concurrency`.
+async fn baseline_run(events: &[EncodedRequest], url: &str, concurrency: usize) -> f64 {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    futures_util::stream::iter(events)
+        .for_each_concurrent(concurrency, |e| {
+            let client = client.clone();
+            async move {
+                let r = client
+                    .post(url)
+                    .headers(e.headers.clone())
+                    .body(e.body.clone())
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(r.status().as_u16(), 202);
+            }
+        })
+        .await;
+    events.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Runs the exporter binary with `--once` and returns its peak RSS in kB (from its final log line).
+fn binary_peak_rss_kb(vars: &[(String, String)], dir: &Path) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_cts-exporter"))
+        .arg("--once")
+        .env_clear()
+        .env("HOME", dir)
+        .env("LOG_FORMAT", "json")
+        .envs(vars.iter().cloned())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the exporter binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exporter failed: {stdout}");
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("peak_rss_kb").and_then(serde_json::Value::as_u64))
+        .expect("peak_rss_kb in the exporter's last log line")
+}
+
+fn main() {
+    let big: usize = std::env::var("BENCH_TRACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let dir = std::env::temp_dir().join(format!("cts-exporter-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let receiver = AcceptAll::start().await;
+        let large = sim(big).await;
+        let config = config(vars(&large, &dir, &receiver.url), &dir);
+        let concurrency = config.sink_concurrency;
+        println!("cts-exporter delivery benchmark: {big} traces, concurrency {concurrency}, 2 runs each (best kept)");
+
+        let sender = Sender::new(config.delivery.clone().unwrap_or_else(|| {
+            DeliveryConfig::new(receiver.url.parse().expect("url"))
+        }))
+        .expect("sender");
+        println!(
+            "  CTS paging alone (simulator + parsing):    {:>9.0} events/s",
+            paging_only(&config).await
+        );
+        let started = Instant::now();
+        let encoded = pre_encode(&config, &sender).await;
+        assert_eq!(encoded.len(), big);
+        println!(
+            "  paging + encoding alone (one task):        {:>9.0} events/s",
+            big as f64 / started.elapsed().as_secs_f64()
+        );
+
+        let mut exporter_best: f64 = 0.0;
+        let mut baseline_best: f64 = 0.0;
+        for _ in 0..2 {
+            exporter_best = exporter_best.max(exporter_run(&config, &receiver, big).await);
+            baseline_best =
+                baseline_best.max(baseline_run(&encoded, &receiver.url, concurrency).await);
+        }
+        drop(encoded);
+        let ratio = exporter_best / baseline_best;
+        println!("  exporter (CTS paging + events + delivery): {exporter_best:>9.0} events/s");
+        println!("  baseline (bare reqwest, pre-encoded):      {baseline_best:>9.0} events/s");
+        println!(
+            "  ratio: {:.0}% of the baseline (target >= 50%): {}",
+            ratio * 100.0,
+            if ratio >= 0.5 { "OK" } else { "BELOW TARGET" }
+        );
+
+        let small = sim(big / 10).await;
+        let small_dir = dir.join("small");
+        std::fs::create_dir_all(&small_dir).expect("dir");
+        let small_vars = vars(&small, &small_dir, &receiver.url);
+        let large_vars = vars(&large, &dir, &receiver.url);
+        let (rss_small, rss_large) = tokio::task::spawn_blocking(move || {
+            (
+                binary_peak_rss_kb(&small_vars, &small_dir),
+                binary_peak_rss_kb(&large_vars, &dir),
+            )
+        })
+        .await
+        .expect("binary runs");
+        let growth = rss_large as f64 / rss_small as f64 - 1.0;
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        println!(
+            "  peak RSS of the binary: {:>6.1} MB for {} traces, {:>6.1} MB for {} traces ({:+.0}%; target <= 30 MB and within 20%): {}",
+            mb(rss_small),
+            big / 10,
+            mb(rss_large),
+            big,
+            growth * 100.0,
+            if mb(rss_large) <= 30.0 && growth.abs() <= 0.2 {
+                "OK"
+            } else {
+                "BELOW TARGET"
+            }
+        );
+        large.stop().await;
+        small.stop().await;
+    });
+}

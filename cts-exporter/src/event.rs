@@ -10,7 +10,8 @@
 //! | `datacontenttype` | `application/json`; data = the trace object as received |
 //! | extensions | `status` (v3 `trace_rating`, v2 `trace_status`), `code`, `resourceid`, `region`, `domain`, `tenant` |
 //!
-//! Absent values give no extension (never `""`). `K_CE_OVERRIDES` are applied later, by the output.
+//! Absent values give no extension (never `""`). `K_CE_OVERRIDES` are applied later, by the output. In binary
+//! mode the data travels as the trace's JSON text as received ([`EventContext::passthrough`]).
 
 use crate::config::CtsApi;
 use crate::cts::Trace;
@@ -42,6 +43,10 @@ pub struct EventContext {
     pub tenant: String,
     /// Which status field to read first.
     pub api: CtsApi,
+    /// Carry the trace as its JSON text (`Data::Binary` with `datacontenttype: application/json`): what binary
+    /// mode puts on the wire anyway, without parsing and serialising it again. Structured mode and JSON lines
+    /// need the parsed object (`false`).
+    pub passthrough: bool,
 }
 
 /// The event `type` of a trace: lower-case `service_type.trace_type.resource_type.trace_name` with trailing
@@ -84,7 +89,12 @@ pub fn trace_to_event(trace: Trace, ctx: &EventContext) -> Result<Event, EventEr
     event.set_type(ty);
     event.set_subject(subject);
     event.set_time(time);
-    event.set_data("application/json", Data::Json(trace.into_value()));
+    let data = if ctx.passthrough {
+        Data::Binary(trace.into_bytes())
+    } else {
+        Data::Json(trace.into_value())
+    };
+    event.set_data("application/json", data);
     let extensions = [
         ("status", status),
         ("code", code),
@@ -118,6 +128,7 @@ mod tests {
             domain: Some("d1".into()),
             tenant: "p1".into(),
             api,
+            passthrough: false,
         }
     }
 
@@ -186,5 +197,23 @@ mod tests {
         assert!(trace_to_event(trace(json!({"time": 1})), &ctx(CtsApi::V3)).is_err());
         let e = trace_to_event(trace(json!({"trace_id": "t"})), &ctx(CtsApi::V3)).unwrap();
         assert_eq!((e.time(), e.subject()), (None, None));
+    }
+
+    #[test]
+    fn passthrough_keeps_the_text_as_received() {
+        let raw = r#"{"trace_id":"t","time":5,"code":  "200" ,"x":{"y":[1,2]}}"#;
+        let trace = crate::cts::model::parse_page(format!("{{\"traces\":[{raw}]}}").as_bytes())
+            .unwrap()
+            .traces
+            .remove(0);
+        let mut c = ctx(CtsApi::V3);
+        c.passthrough = true;
+        let e = trace_to_event(trace, &c).unwrap();
+        assert_eq!(e.data(), Some(&Data::Binary(raw.as_bytes().to_vec())));
+        assert_eq!(e.datacontenttype(), Some("application/json"));
+        assert_eq!(string_extension(&e, "code"), Some("200"));
+        let encoded = shared::cloudevent::encode_binary(&e).unwrap();
+        assert_eq!(encoded.body.as_ref(), raw.as_bytes());
+        assert_eq!(encoded.headers["content-type"], "application/json");
     }
 }

@@ -14,12 +14,12 @@ use crate::cursor::{StateError, StateFile};
 use crate::event::{EventContext, trace_to_event};
 use crate::http::{ClientError, Http};
 use crate::metrics::Metrics;
-use crate::output::{Delivery, Output};
+use crate::output::{Delivery, Output, Prepared};
 use crate::window::{Next, Planner, Window, rfc3339};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use shared::cloudevent::AttributesReader;
 use shared::cloudevent::string_extension;
-use shared::cloudevent::{AttributesReader, Event};
 use shared::delivery::{DeliveryError, Sender};
 use std::future::Future;
 use std::sync::Arc;
@@ -210,6 +210,7 @@ impl Exporter {
             domain: identity.domain_id.clone(),
             tenant: identity.project_id.clone(),
             api: config.api,
+            passthrough: matches!(&config.delivery, Some(d) if config.push && d.mode == shared::cloudevent::Mode::Binary),
         };
         tracing::info!(
             auth = auth.kind(),
@@ -458,68 +459,28 @@ impl Exporter {
         saved
     }
 
-    /// One attempt at a window: pages (from where the last attempt stopped) feed a bounded channel that up to
-    /// `CTS_SINK_CONCURRENCY` deliveries drain. Succeeds when every page was received and every event ended.
+    /// One attempt at a window. A producer task pages CTS (from where the last attempt stopped), turns
+    /// traces into events and encodes them, feeding a bounded channel; here up to `CTS_SINK_CONCURRENCY`
+    /// deliveries drain it. Producer and deliveries run on different threads. Succeeds when every page was
+    /// received and every event ended.
     async fn run_window(&self, run: &mut WindowRun, persist: bool) -> Result<(), CtsError> {
         run.attempts += 1;
         let concurrency = self.config.sink_concurrency.max(1);
-        let capacity = concurrency.max(usize::try_from(self.config.page_size).unwrap_or(200));
-        let (tx, rx) = mpsc::channel::<Event>(capacity);
-        let pager = &mut run.pager;
-        let counters = &run.counters;
-        let lag_allowance_ms = i64::try_from(self.config.lag.as_millis()).unwrap_or(i64::MAX);
-        let producer = async move {
-            let tx = tx;
-            // Traces recorded later than the lag allowance after they happened: (count, worst lag).
-            let mut late = (0u64, 0i64);
-            while let Some(query) = pager.query() {
-                let page = self.cts.fetch(&query).await?;
-                self.metrics.page(page.traces.len());
-                let (traces, skipped) = pager.accept(page)?;
-                for s in skipped {
-                    self.metrics.skipped(s.as_str());
-                }
-                for trace in traces {
-                    match (trace.time_ms(), trace.record_time_ms()) {
-                        (Some(t), Some(r)) => {
-                            self.metrics.record_lag(r - t);
-                            if r - t > lag_allowance_ms {
-                                late.0 += 1;
-                                late.1 = late.1.max(r - t);
-                            }
-                        }
-                        (None, _) => {
-                            tracing::warn!(
-                                trace_id = trace.id().as_deref().unwrap_or("-"),
-                                "trace without a usable time: delivered without a time attribute"
-                            );
-                        }
-                        _ => {}
-                    }
-                    match trace_to_event(trace, &self.ctx) {
-                        Ok(event) => {
-                            if tx.send(event).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                        Err(e) => {
-                            self.metrics.skipped("invalid");
-                            tracing::warn!(error = %e, "trace skipped");
-                        }
-                    }
-                }
-            }
-            if late.0 > 0 {
-                tracing::warn!(
-                    window = %pager.window(),
-                    traces = late.0,
-                    worst_record_lag_s = late.1 / 1000,
-                    lag_allowance_s = lag_allowance_ms / 1000,
-                    "traces were recorded by CTS later than CTS_LAG_SECONDS after they happened; similar traces recorded after their window was queried are missed: raise CTS_LAG_SECONDS"
-                );
-            }
-            Ok::<(), CtsError>(())
+        let page = usize::try_from(self.config.page_size).unwrap_or(200);
+        // Up to two pages ahead of the deliveries: paging overlaps delivery, memory stays bounded.
+        let (tx, rx) = mpsc::channel::<Item>((2 * page).max(concurrency));
+        let window = run.pager.window();
+        let producer = Producer {
+            cts: self.cts.clone(),
+            metrics: self.metrics.clone(),
+            ctx: self.ctx.clone(),
+            output: self.output.clone(),
+            debug: self.config.debug,
+            lag_allowance_ms: i64::try_from(self.config.lag.as_millis()).unwrap_or(i64::MAX),
         };
+        let pager = std::mem::replace(&mut run.pager, Pager::new(window));
+        let task = AbortOnDrop(tokio::spawn(producer.run(pager, tx)));
+        let counters = &run.counters;
         let consumer = async move {
             let mut rx = rx;
             let mut inflight = FuturesUnordered::new();
@@ -528,8 +489,8 @@ impl Exporter {
                 if open && inflight.len() < concurrency {
                     tokio::select! {
                         Some(()) = inflight.next(), if !inflight.is_empty() => {}
-                        event = rx.recv() => match event {
-                            Some(event) => inflight.push(self.deliver_one(event, counters, persist)),
+                        item = rx.recv() => match item {
+                            Some(item) => inflight.push(self.deliver_one(item, counters, persist)),
                             None => open = false,
                         },
                     }
@@ -538,7 +499,21 @@ impl Exporter {
                 }
             }
         };
-        let (produced, ()) = tokio::join!(producer, consumer);
+        consumer.await;
+        let (pager, produced) = match task.join().await {
+            Ok(r) => r,
+            Err(e) => {
+                // The producer panicked (a bug): repeat the window from its start.
+                tracing::error!(error = %e, "window producer failed");
+                (
+                    Pager::new(window),
+                    Err(CtsError::Model(crate::cts::model::ModelError(format!(
+                        "producer task failed: {e}"
+                    )))),
+                )
+            }
+        };
+        run.pager = pager;
         produced?;
         if let Err(e) = self.output.flush() {
             tracing::error!(error = %e, "cannot flush the output");
@@ -547,22 +522,16 @@ impl Exporter {
         Ok(())
     }
 
-    /// Delivers one event and counts how it ended.
-    async fn deliver_one(&self, event: Event, counters: &Counters, persist: bool) {
-        let id = event.id().to_owned();
-        let debug_line = self.config.debug.then(|| {
-            (
-                string_extension(&event, "status").map(str::to_owned),
-                event.ty().to_owned(),
-                event.subject().map(str::to_owned),
-            )
-        });
-        match self.output.deliver(event, persist).await {
+    /// Delivers one prepared event and counts how it ended.
+    async fn deliver_one(&self, item: Item, counters: &Counters, persist: bool) {
+        let Item { prepared, debug } = item;
+        let id = prepared.id.clone();
+        match self.output.deliver_prepared(prepared, persist).await {
             Delivery::Delivered => {
                 counters.delivered.fetch_add(1, Ordering::Relaxed);
                 self.metrics.event(self.output.success_label());
-                if let Some((status, ty, subject)) = debug_line {
-                    tracing::info!(id = %id, status = status.as_deref().unwrap_or("-"), r#type = %ty, source = %self.ctx.source, subject = subject.as_deref().unwrap_or("-"), "event delivered");
+                if let Some(d) = debug {
+                    tracing::info!(id = %id, status = d.status.as_deref().unwrap_or("-"), r#type = %d.ty, source = %self.ctx.source, subject = d.subject.as_deref().unwrap_or("-"), "event delivered");
                 }
             }
             Delivery::Rejected(reason) => {
@@ -576,5 +545,113 @@ impl Exporter {
                 tracing::error!(event_id = %id, error = %reason, "event not delivered");
             }
         }
+    }
+}
+
+/// What `OS_DEBUG` logs about a delivered event.
+struct DebugLine {
+    status: Option<String>,
+    ty: String,
+    subject: Option<String>,
+}
+
+/// An event on its way from the producer to a delivery.
+struct Item {
+    prepared: Prepared,
+    debug: Option<DebugLine>,
+}
+
+/// Aborts a task when dropped (an abandoned window stops paging).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The paging side of a window attempt, run as its own task.
+struct Producer {
+    cts: CtsClient,
+    metrics: Metrics,
+    ctx: EventContext,
+    output: Arc<Output>,
+    debug: bool,
+    lag_allowance_ms: i64,
+}
+
+impl Producer {
+    /// Pages through the window, sending prepared events; returns the pager (for a resumed attempt) and how
+    /// paging ended. Stops early when the deliveries are gone.
+    async fn run(self, mut pager: Pager, tx: mpsc::Sender<Item>) -> (Pager, Result<(), CtsError>) {
+        let result = self.pages(&mut pager, &tx).await;
+        (pager, result)
+    }
+
+    async fn pages(&self, pager: &mut Pager, tx: &mpsc::Sender<Item>) -> Result<(), CtsError> {
+        // Traces recorded later than the lag allowance after they happened: (count, worst lag).
+        let mut late = (0u64, 0i64);
+        while let Some(query) = pager.query() {
+            let page = self.cts.fetch(&query).await?;
+            self.metrics.page(page.traces.len());
+            let (traces, skipped) = pager.accept(page)?;
+            for s in skipped {
+                self.metrics.skipped(s.as_str());
+            }
+            for trace in traces {
+                match (trace.time_ms(), trace.record_time_ms()) {
+                    (Some(t), Some(r)) => {
+                        self.metrics.record_lag(r - t);
+                        if r - t > self.lag_allowance_ms {
+                            late.0 += 1;
+                            late.1 = late.1.max(r - t);
+                        }
+                    }
+                    (None, _) => {
+                        tracing::warn!(
+                            trace_id = trace.id().as_deref().unwrap_or("-"),
+                            "trace without a usable time: delivered without a time attribute"
+                        );
+                    }
+                    _ => {}
+                }
+                let event = match trace_to_event(trace, &self.ctx) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        self.metrics.skipped("invalid");
+                        tracing::warn!(error = %e, "trace skipped");
+                        continue;
+                    }
+                };
+                let debug = self.debug.then(|| DebugLine {
+                    status: string_extension(&event, "status").map(str::to_owned),
+                    ty: event.ty().to_owned(),
+                    subject: event.subject().map(str::to_owned),
+                });
+                let item = Item {
+                    prepared: self.output.prepare(event),
+                    debug,
+                };
+                if tx.send(item).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if late.0 > 0 {
+            tracing::warn!(
+                window = %pager.window(),
+                traces = late.0,
+                worst_record_lag_s = late.1 / 1000,
+                lag_allowance_s = self.lag_allowance_ms / 1000,
+                "traces were recorded by CTS later than CTS_LAG_SECONDS after they happened; similar traces recorded after their window was queried are missed: raise CTS_LAG_SECONDS"
+            );
+        }
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! JSON event (structured JSON format) per line (`CTS_X_PNP=false`).
 
 use shared::cloudevent::json::event_to_json;
-use shared::cloudevent::{AttributesReader, CeOverrides, Event};
+use shared::cloudevent::{AttributesReader, CeOverrides, EncodedRequest, Event};
 use shared::delivery::{DeliveryError, Sender};
 use std::io::Write;
 use std::sync::Mutex;
@@ -20,6 +20,21 @@ pub enum Delivery {
     Rejected(String),
     /// Every retry failed (only in `--once` mode; polling mode keeps retrying).
     Failed(String),
+}
+
+/// An event ready to be delivered.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The event id (for logs).
+    pub id: String,
+    payload: Payload,
+}
+
+#[derive(Debug)]
+enum Payload {
+    Encoded(EncodedRequest),
+    Line(String),
+    Invalid(String),
 }
 
 /// The destination of events.
@@ -60,16 +75,36 @@ impl Output {
         }
     }
 
-    /// Delivers one event. With `persist` (polling mode) a sink outage that outlasts the retry policy is
-    /// waited out (round after round, with growing pauses) instead of failing the event.
+    /// Turns an event into what goes on the wire (`K_CE_OVERRIDES` applied, encoded for the sink or rendered
+    /// as a JSON line). CPU work only, done ahead of delivery.
+    pub fn prepare(&self, event: Event) -> Prepared {
+        let id = event.id().to_owned();
+        let payload = match self {
+            Output::Push(sender) => match sender.encode(event) {
+                Ok(e) => Payload::Encoded(e),
+                Err(e) => Payload::Invalid(format!("cannot encode event {id}: {e}")),
+            },
+            Output::Lines { overrides, .. } => {
+                let mut event = event;
+                overrides.apply(&mut event);
+                Payload::Line(event_to_json(&event).to_string())
+            }
+        };
+        Prepared { id, payload }
+    }
+
+    /// Delivers one event (see [`Output::deliver_prepared`]).
     pub async fn deliver(&self, event: Event, persist: bool) -> Delivery {
-        match self {
-            Output::Push(sender) => {
-                let id = event.id().to_owned();
-                let encoded = match sender.encode(event) {
-                    Ok(e) => e,
-                    Err(e) => return Delivery::Rejected(format!("cannot encode event {id}: {e}")),
-                };
+        self.deliver_prepared(self.prepare(event), persist).await
+    }
+
+    /// Delivers a prepared event. With `persist` (polling mode) a sink outage that outlasts the retry policy
+    /// is waited out (round after round, with growing pauses) instead of failing the event.
+    pub async fn deliver_prepared(&self, prepared: Prepared, persist: bool) -> Delivery {
+        let Prepared { id, payload } = prepared;
+        match (self, payload) {
+            (_, Payload::Invalid(reason)) => Delivery::Rejected(reason),
+            (Output::Push(sender), Payload::Encoded(encoded)) => {
                 let mut pause = Duration::from_secs(1);
                 loop {
                     match sender.send_encoded(&encoded).await {
@@ -86,16 +121,15 @@ impl Output {
                     }
                 }
             }
-            Output::Lines { overrides, out } => {
-                let mut event = event;
-                overrides.apply(&mut event);
-                let line = event_to_json(&event).to_string();
+            (Output::Lines { out, .. }, Payload::Line(line)) => {
                 let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
                 match writeln!(out, "{line}") {
                     Ok(()) => Delivery::Delivered,
                     Err(e) => Delivery::Failed(format!("cannot write to stdout: {e}")),
                 }
             }
+            // An event prepared for another output (cannot happen: one output per process).
+            (_, _) => Delivery::Rejected(format!("event {id} was prepared for another output")),
         }
     }
 
