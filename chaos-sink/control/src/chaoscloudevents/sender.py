@@ -2,8 +2,13 @@
 
 The experiment only ever pays for :meth:`Sender.submit` (append to a deque under a lock) and,
 once at the end of the run, for :meth:`Sender.close`, which waits at most ``flush_timeout``
-seconds. Events are delivered one at a time in submission order, so a run's events reach the
-sink in the order Chaos Toolkit produced them; an event being retried holds back the next ones.
+seconds (and not at all for a sink that refuses connections: after one refused attempt at the
+end, the rest of the queue is given up). Events are delivered one at a time in submission order,
+so a run's events reach the sink in the order Chaos Toolkit produced them; an event being
+retried holds back the next ones.
+
+The sender thread shares the interpreter lock with the experiment, so what it does per event
+is kept small (see ``transport.HttpTransport`` and ``bench/overhead.py``).
 
 Failures are logged once per sender (the first failed attempt), plus one summary line at the
 end when events were lost. Nothing here raises into the caller.
