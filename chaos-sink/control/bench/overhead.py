@@ -24,7 +24,9 @@ noise hits them all alike), after one discarded warm-up round:
 ``none``            no control at all (the baseline)
 ``empty``           a control that does nothing: what Chaos Toolkit itself spends on any control
 ``cloudevents``     this control, sending to a minimal accept-all HTTP receiver in this process
-                    (``http.server``, HTTP/1.1 keep-alive, 202 with an empty body)
+                    (``http.server``, HTTP/1.1 keep-alive, 202 with an empty body), declared as
+                    the README recommends (``"automatic": false``)
+``cloudevents-automatic`` the same declared without ``automatic`` (Chaos Toolkit's default: true)
 ``cloudevents-down`` this control with the sink down (a closed port on 127.0.0.1)
 ``chaos-sink``      this control sending to the REAL chaos-sink binary (``--chaos-sink``), which
                     forwards to the same InfluxDB and Pushgateway (optional)
@@ -91,8 +93,12 @@ def experiment(activities: int, controls: List[Dict[str, Any]]) -> Dict[str, Any
     return exp
 
 
-def cloudevents_control(sink_url: str, module: str = "chaoscloudevents.control") -> Dict[str, Any]:
-    return {
+def cloudevents_control(
+    sink_url: str, module: str = "chaoscloudevents.control", automatic: bool = False
+) -> Dict[str, Any]:
+    """The control's declaration as the README recommends it: ``automatic: false`` (it has no
+    per-activity hooks, so Chaos Toolkit need not look them up around every activity)."""
+    control: Dict[str, Any] = {
         "name": "cloudevents",
         "provider": {
             "type": "python",
@@ -100,6 +106,9 @@ def cloudevents_control(sink_url: str, module: str = "chaoscloudevents.control")
             "arguments": {"sink_url": sink_url},
         },
     }
+    if not automatic:
+        control["automatic"] = False
+    return control
 
 
 def legacy_controls(pushgateway_url: str) -> List[Dict[str, Any]]:
@@ -530,6 +539,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         ))
         scenarios.append(Scenario("cloudevents", "cloudevents -> accept-all receiver",
                                   write("cloudevents", [cloudevents_control(receiver.url)]), check_receiver))
+        scenarios.append(Scenario(
+            "cloudevents-automatic", "cloudevents (automatic: true) -> accept-all receiver",
+            write("cloudevents-automatic", [cloudevents_control(receiver.url, automatic=True)]),
+            check_receiver,
+        ))
         if args.compare_src:
             files = {f.name: f.read_text() for f in sorted(args.compare_src.glob("*.py"))}
             if "control.py" not in files:

@@ -477,6 +477,23 @@ def test_control_declared_twice_emits_once(
     assert len({e["chaosrunid"] for e in run.events}) == 1
 
 
+def test_automatic_false_sends_the_same_events(
+    tmp_path: Path, runs: Dict[str, ChaosRun], chaos_run: Any, validator: Draft202012Validator
+) -> None:
+    """``"automatic": false`` (recommended in the README: the control has no per-activity hooks,
+    so Chaos Toolkit need not look them up around every activity) changes nothing it sends."""
+    experiment = json.loads((EXPERIMENTS / "passing.json").read_text(encoding="utf-8"))
+    experiment["controls"][0]["automatic"] = False
+    path = tmp_path / "automatic-false.json"
+    path.write_text(json.dumps(experiment, ensure_ascii=False), encoding="utf-8")
+    with FakeCloudEventsSink() as sink:
+        run = chaos_run("passing.json", sink=sink, experiment_path=path)
+    assert run.returncode == 0
+    assert run.types() == runs["passing.json"].types()
+    for event in run.events:
+        validator.validate(event)
+
+
 def test_sink_answering_503_then_recovering_gets_every_event_once_in_order(
     fake_sink: FakeCloudEventsSink, chaos_run: Any
 ) -> None:
