@@ -11,7 +11,7 @@ import base64
 import json
 import sys
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
@@ -54,7 +54,6 @@ def main() -> None:
                     "headers": headers,
                 }
                 status = 202
-                state["events"] += 1
             except Exception as exc:  # the SDK's verdict is what we report
                 line = {"error": f"{type(exc).__name__}: {exc}", "headers": headers}
                 status = 400
@@ -62,8 +61,13 @@ def main() -> None:
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
+            self.wfile.flush()
+            # Counted only once answered: the process exits at --count, and must not cut off the reply.
+            if status == 202:
+                state["events"] += 1
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    # One request at a time: handle_request() returns only after the reply is written.
+    server = HTTPServer(("127.0.0.1", 0), Handler)
     print(f"PORT {server.server_address[1]}", flush=True)
     while state["events"] < args.count:
         server.handle_request()
