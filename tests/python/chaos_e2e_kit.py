@@ -113,7 +113,11 @@ class ChaosSinkProcess:
         run_env = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "info", "LOG_FORMAT": "text"}
         run_env.update(env)
         run_env.update(
-            {"CHAOS_SINK_CONFIG": str(self.config_path), "HOST": "127.0.0.1", "PORT": str(self.port)}
+            {
+                "CHAOS_SINK_CONFIG": str(self.config_path),
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+            }
         )
         self.proc = subprocess.Popen(
             [str(binary)], env=run_env, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir

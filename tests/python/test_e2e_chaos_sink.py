@@ -333,11 +333,13 @@ def test_pushgateway_run_metrics(stack: Stack, runs: Dict[str, ChaosRun], name: 
     assert one("chaostoolkit_inprogress_experiment") == 0
     for state in RUN_STATES:
         expected = 1 if state == j["status"] else 0
-        assert one("chaostoolkit_experiment_status", chaostoolkit_experiment_status=state) == expected
+        got = one("chaostoolkit_experiment_status", chaostoolkit_experiment_status=state)
+        assert got == expected, state
     assert one("chaostoolkit_deviated_experiment_total") == (1 if j["deviated"] else 0)
     assert one("chaostoolkit_experiment_duration") == pytest.approx(j["duration"], abs=1e-5)
     assert one("chaostoolkit_experiment_duration_dist_count") == 1
-    assert one("chaostoolkit_experiment_duration_dist_sum") == pytest.approx(j["duration"], abs=1e-5)
+    assert one("chaostoolkit_experiment_duration_dist_sum") == pytest.approx(
+        j["duration"], abs=1e-5)
     assert one("chaostoolkit_experiment_start_timestamp_seconds") == pytest.approx(
         epoch_us(j["start"]) / 1e6, abs=1e-3)
     assert one("chaostoolkit_experiment_end_timestamp_seconds") == pytest.approx(
