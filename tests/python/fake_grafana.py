@@ -7,7 +7,8 @@ Serves what chaos-sink calls (chaos-sink/README.md, "Grafana"), on 127.0.0.1 and
 - ``POST /api/annotations``: ``{"id": N, "message": "Annotation added"}``;
 - ``PATCH /api/annotations/<id>``: updates the given fields (404 for an unknown id).
 
-It checks the ``Authorization`` header (401 otherwise), ``Content-Type: application/json`` on
+While :attr:`FakeGrafana.down` is set it answers 503 to everything (an outage). It checks the
+``Authorization`` header (401 otherwise), ``Content-Type: application/json`` on
 writes, and the JSON shapes: only Grafana's fields, ``time``/``timeEnd`` integer epoch
 milliseconds with ``timeEnd >= time``, ``tags`` a list of non-empty strings, ``text`` a string,
 ``dashboardUID`` a string, ``dashboardId``/``panelId`` integers (not in a PATCH). Every breach is
@@ -79,6 +80,9 @@ class FakeGrafana:
         self.annotations: Dict[int, Annotation] = {}
         self.requests: List[Tuple[str, str]] = []
         self.violations: List[str] = []
+        #: While set, every request is answered 503 (Grafana down) and counted in ``refused``.
+        self.down = threading.Event()
+        self.refused = 0
         self._lock = threading.Lock()
         fake = self
 
@@ -109,6 +113,13 @@ class FakeGrafana:
             def _authorized(self) -> bool:
                 with fake._lock:
                     fake.requests.append((self.command, self.path))
+                    if fake.down.is_set():
+                        fake.refused += 1
+                if fake.down.is_set():
+                    length = int(self.headers.get("Content-Length") or 0)
+                    self.rfile.read(length)
+                    self._reply(503, {"message": "Service Unavailable"})
+                    return False
                 if self.headers.get("Authorization") != fake.authorization:
                     self._reply(401, {"message": "Unauthorized"})
                     return False

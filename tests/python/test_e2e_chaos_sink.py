@@ -45,14 +45,18 @@ from chaos_e2e_kit import (
 )
 from fake_grafana import FakeGrafana
 
-SCENARIOS = ["passing", "deviated", "failing-action", "interrupted"]
+SCENARIOS = ["passing", "deviated", "failing-action", "interrupted", "grafana-outage"]
 #: What defines each scenario: `chaos run` exit code, journal status, deviated.
 EXPECTED = {
     "passing": (0, "completed", False),
     "deviated": (1, "completed", True),
     "failing-action": (0, "completed", False),
     "interrupted": (1, "interrupted", False),
+    "grafana-outage": (0, "completed", False),
 }
+#: Grafana requests refused before it comes back in the outage scenario: the first try and the
+#: sink's two retries (sink.max_retries), so the sink answers the control 503.
+OUTAGE_REFUSALS = 3
 GRAFANA_TOKEN = "glsa_e2e-token-value"
 GRAFANA_TAGS = ["e2e-run"]
 DASHBOARD_UID = "chaos-e2e"
@@ -100,6 +104,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             f"  - url: {grafana.url}\n"
             f"    dashboardUID: {DASHBOARD_UID}\n"
             f"    tags: {GRAFANA_TAGS}\n"
+            # the Retry-After of its 503s (the control honours it): 1 s instead of 5
+            "sink:\n  retry_after: 1\n"
         )
         # the token as a k8s Secret would give it: in the environment, not in the file
         env = {"CHAOS_SINK_GRAFANA_API_TOKEN": GRAFANA_TOKEN}
@@ -112,7 +118,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def runs(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, ChaosRun]:
-    """The four experiments, run at the same time by the real CLI against the one sink."""
+    """The experiments, run by the real CLI against the one sink: four at the same time, then the
+    Grafana outage (Grafana down from the run's start until it refused OUTAGE_REFUSALS requests)."""
     base = tmp_path_factory.mktemp("chaos-runs")
 
     def long_sleep_started(chaos_pid: int) -> bool:
@@ -135,8 +142,24 @@ def runs(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Ch
                              interrupt_when=long_sleep_started)
         return chaos_run(name, base / name, {"E2E_CHAOS_SINK_URL": stack.sink.url + "/"})
 
-    with ThreadPoolExecutor(max_workers=len(SCENARIOS)) as pool:
-        return {r.name: r for r in pool.map(one, SCENARIOS)}
+    together = [n for n in SCENARIOS if n != "grafana-outage"]
+    with ThreadPoolExecutor(max_workers=len(together)) as pool:
+        runs = {r.name: r for r in pool.map(one, together)}
+
+    grafana = stack.grafana
+    grafana.down.set()
+
+    def recover() -> None:
+        try:
+            poll("Grafana refusing the outage run", lambda: grafana.refused >= OUTAGE_REFUSALS)
+        finally:
+            grafana.down.clear()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        recovered = pool.submit(recover)
+        runs["grafana-outage"] = one("grafana-outage")
+        recovered.result()
+    return runs
 
 
 def _ref(run: ChaosRun) -> str:
@@ -177,6 +200,13 @@ def test_chaos_run_exit_code_and_journal(runs: Dict[str, ChaosRun], name: str) -
     if name == "interrupted":
         assert [r["activity"]["name"] for r in run.journal["run"]] == ["long-sleep"]
         assert "status" not in run.journal["run"][0]
+    warnings = [ln for ln in run.log.splitlines() if "WARNING" in ln and "CloudEvents" in ln]
+    if name == "grafana-outage":
+        # the sink answered 503 while Grafana was down: one warning, then delivered by a retry
+        assert len(warnings) == 1 and "retrying in the background" in warnings[0], warnings
+        assert "503" in warnings[0], warnings
+    else:
+        assert warnings == []
 
 
 # ---- InfluxDB ------------------------------------------------------------------------------
@@ -441,6 +471,19 @@ def test_grafana_activity_regions(stack: Stack, runs: Dict[str, ChaosRun], name:
             last = [ln for ln in "".join(jr["exception"]).splitlines() if ln.strip()][-1]
             assert lines[1] == last.strip()
             assert "kaboom-e2e" in lines[1]
+
+
+def test_grafana_outage_was_seen_and_overcome(stack: Stack, runs: Dict[str, ChaosRun]) -> None:
+    """Grafana refused the outage run's first requests (503); the sink retried them and answered
+    the control 503; everything landed anyway (the parametrized checks above)."""
+    assert stack.grafana.refused >= OUTAGE_REFUSALS
+    assert not stack.grafana.down.is_set()
+    samples = stack.sink.metrics()
+    retries = sum(s.value for s in samples if s.name == "chaos_sink_backend_retries_total"
+                  and s.labels.get("backend") == "grafana[0]")
+    assert retries >= OUTAGE_REFUSALS - 1
+    run = runs["grafana-outage"]
+    assert len(stack.grafana.tagged(f"run:{run.run_id}", "experiment")) == 1
 
 
 # ---- the sink itself -----------------------------------------------------------------------
