@@ -2,12 +2,14 @@
 binary -> the REAL InfluxDB 1.x and Pushgateway of ``scripts/test`` (plus a FAKE Grafana: no
 Grafana server is installable here).
 
-Four experiments (``experiments/``), each declaring the control as a user would (``"automatic":
-false``, the sink URL from the configuration or ``$K_SINK``), run at the same time against one
-sink: a passing run, a deviated one (hypothesis not met after the method), one whose method
-action raises, and one interrupted by SIGINT (Ctrl-C) in the middle of an action. For each run the
-test reads what landed in each backend and compares it with the journal Chaos Toolkit wrote, as
-``docs/chaos-events.md`` and ``chaos-sink/README.md`` ("What each backend receives") specify.
+The experiments (``experiments/``) declare the control as a user would (``"automatic": false``,
+the sink URL from the configuration or ``$K_SINK``). Five run at the same time against one sink:
+a passing run, a deviated one (hypothesis not met after the method), one whose method action
+raises, one interrupted by SIGINT (Ctrl-C) in the middle of an action, and one interrupted by a
+safeguard control (InterruptExecution). Then a passing run while Grafana is down at its start
+(the sink answers 503, the control retries). For each run the test reads what landed in each
+backend and compares it with the journal Chaos Toolkit wrote, as ``docs/chaos-events.md`` and
+``chaos-sink/README.md`` ("What each backend receives") specify.
 """
 
 from __future__ import annotations
@@ -45,13 +47,21 @@ from chaos_e2e_kit import (
 )
 from fake_grafana import FakeGrafana
 
-SCENARIOS = ["passing", "deviated", "failing-action", "interrupted", "grafana-outage"]
+SCENARIOS = [
+    "passing",
+    "deviated",
+    "failing-action",
+    "interrupted",
+    "control-interrupt",
+    "grafana-outage",
+]
 #: What defines each scenario: `chaos run` exit code, journal status, deviated.
 EXPECTED = {
     "passing": (0, "completed", False),
     "deviated": (1, "completed", True),
     "failing-action": (0, "completed", False),
     "interrupted": (1, "interrupted", False),
+    "control-interrupt": (1, "interrupted", False),
     "grafana-outage": (0, "completed", False),
 }
 #: Grafana requests refused before it comes back in the outage scenario: the first try and the
@@ -200,6 +210,9 @@ def test_chaos_run_exit_code_and_journal(runs: Dict[str, ChaosRun], name: str) -
     if name == "interrupted":
         assert [r["activity"]["name"] for r in run.journal["run"]] == ["long-sleep"]
         assert "status" not in run.journal["run"][0]
+    if name == "control-interrupt":
+        assert [(r["activity"]["name"], r["status"]) for r in run.journal["run"]] == [
+            ("first-action", "succeeded")]
     warnings = [ln for ln in run.log.splitlines() if "WARNING" in ln and "CloudEvents" in ln]
     if name == "grafana-outage":
         # the sink answered 503 while Grafana was down: one warning, then delivered by a retry
