@@ -128,7 +128,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def runs(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, ChaosRun]:
-    """The experiments, run by the real CLI against the one sink: four at the same time, then the
+    """The experiments, run by the real CLI against the one sink: five at the same time, then the
     Grafana outage (Grafana down from the run's start until it refused OUTAGE_REFUSALS requests)."""
     base = tmp_path_factory.mktemp("chaos-runs")
 
@@ -204,6 +204,9 @@ def test_chaos_run_exit_code_and_journal(runs: Dict[str, ChaosRun], name: str) -
     assert str(uuid.UUID(run.run_id)) == run.run_id
     assert _ref(run) in run.log  # the run line names the experiment reference
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    # "automatic": false: Chaos Toolkit does not apply the control around each activity
+    assert "Applying before-control 'cloudevents' on 'experiment'" in run.log
+    assert "'cloudevents' on 'activity'" not in run.log
     if name == "failing-action":
         explode = run.journal["run"][0]
         assert (explode["activity"]["name"], explode["status"]) == ("explode", "failed")
@@ -213,6 +216,8 @@ def test_chaos_run_exit_code_and_journal(runs: Dict[str, ChaosRun], name: str) -
     if name == "control-interrupt":
         assert [(r["activity"]["name"], r["status"]) for r in run.journal["run"]] == [
             ("first-action", "succeeded")]
+        # the safeguard is automatic (the default): applied around each activity
+        assert "Applying after-control 'safeguard' on 'activity'" in run.log
     warnings = [ln for ln in run.log.splitlines() if "WARNING" in ln and "CloudEvents" in ln]
     if name == "grafana-outage":
         # the sink answered 503 while Grafana was down: one warning, then delivered by a retry
