@@ -56,6 +56,7 @@ pub fn exporter_vars(sim: &OtcSim, dir: &Path, k_sink: &str) -> Vars {
         ("SINK_RETRY_MAX_MS", "500"),
         ("K_SINK_TIMEOUT", "10"),
         ("RUST_LOG", "info"),
+        ("LOG_FORMAT", "json"),
     ])
 }
 
@@ -179,16 +180,17 @@ pub async fn exporter_once(vars: &Vars, dir: &Path) -> Proc {
     p
 }
 
-/// Events the exporter reports delivered in its `window done` log lines (text format).
+/// Events the exporter reports delivered in its `window done` log lines (`LOG_FORMAT=json`).
 pub fn exporter_delivered(p: &Proc) -> u64 {
     p.lines()
         .iter()
         .filter(|l| l.contains("window done"))
         .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("delivered="))?
-                .parse::<u64>()
-                .ok()
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v.get("fields")
+                .and_then(|f| f.get("delivered"))
+                .or_else(|| v.get("delivered"))?
+                .as_u64()
         })
         .sum()
 }

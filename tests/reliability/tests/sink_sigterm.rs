@@ -1,0 +1,123 @@
+//! Scenario 2b: the neo4j-sink SIGTERMed while the broker delivers to it, started again on the
+//! same port. The sink must exit 0 after finishing what it accepted, the broker retries what was
+//! refused or unanswered meanwhile, and every trace is exactly one `ACTION` node.
+
+use otc_sim::{Fault, FaultTarget};
+use reliability_tests::graph::Graph;
+use reliability_tests::pipeline::{self, SinkProc};
+use reliability_tests::{Figures, Proc, TempDir, binary};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const TRACES: usize = 3_000;
+const PAGE: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neo4j_sink_sigtermed_mid_load_and_restarted() {
+    let Some(graph) = Graph::from_stack() else {
+        return;
+    };
+    let started = Instant::now();
+    let dir = TempDir::new("sink-sigterm");
+    let db = graph.fresh_db("sink_sigterm").await;
+    let sim = pipeline::sim(22).await;
+    let now = otc_sim::now_ms();
+    let truth: BTreeSet<String> = sim
+        .generate_traces(TRACES, now - 9 * 60_000, now - 1_000)
+        .into_iter()
+        .map(|t| t.trace_id)
+        .collect();
+    sim.inject_fault(
+        FaultTarget::Cts,
+        Fault::Delay(Duration::from_millis(200)),
+        TRACES / PAGE + 5,
+    );
+    let mut sink = SinkProc::start(
+        "neo4j-sink",
+        pipeline::neo4j_sink_vars(&graph, &db),
+        dir.path(),
+    )
+    .await;
+    sink.wait_ready(Duration::from_secs(30)).await;
+    let broker = pipeline::broker(&sink.url(), 30, 16);
+    let mut exporter = Proc::spawn(
+        "cts-exporter",
+        &binary("cts-exporter"),
+        &["--once"],
+        &pipeline::with(
+            pipeline::exporter_vars(&sim, dir.path(), &broker.url()),
+            &[("CTS_PAGE_SIZE", &PAGE.to_string())],
+        ),
+        dir.path(),
+    );
+
+    let stats = broker.stats();
+    let mut terms = Vec::new();
+    let mut rss = Vec::new();
+    for fraction in [3, 2] {
+        reliability_tests::process::wait_until(
+            "events delivered",
+            Duration::from_secs(120),
+            || stats.delivered.load(Ordering::SeqCst) >= (TRACES / fraction) as u64,
+        )
+        .await;
+        sink.proc.sigterm();
+        let at = stats.delivered.load(Ordering::SeqCst);
+        let status = sink.proc.wait(Duration::from_secs(30)).await;
+        assert_eq!(status.code(), Some(0), "SIGTERM: {}", sink.proc.tail(20));
+        terms.push(at);
+        let old = sink.restart().await;
+        rss.push(old.peak_rss_kb());
+        sink.wait_ready(Duration::from_secs(30)).await;
+    }
+
+    let status = exporter.wait(Duration::from_secs(180)).await;
+    assert!(
+        status.success(),
+        "exporter: {status}\n{}",
+        exporter.tail(20)
+    );
+    assert!(
+        broker.drained(Duration::from_secs(120)).await,
+        "broker did not drain"
+    );
+    let stored = graph.action_ids(&db).await;
+    let received = stats.received.load(Ordering::SeqCst);
+    let dead = stats.dead_lettered.load(Ordering::SeqCst);
+    let ids: BTreeSet<String> = stored.keys().cloned().collect();
+
+    let mut f = Figures::new("neo4j-sink SIGTERMed mid-load twice, restarted");
+    f.events = TRACES as u64;
+    f.lost = truth.difference(&ids).count() as u64;
+    f.duplicated = stored.values().map(|n| n.saturating_sub(1)).sum();
+    f.dead_lettered = dead;
+    f.redelivered = received.saturating_sub(TRACES as u64);
+    f.faults = terms
+        .iter()
+        .map(|at| format!("SIGTERM at {at}/{TRACES} delivered (exit 0)"))
+        .collect();
+    rss.push(sink.proc.peak_rss_kb());
+    f.rss_kb = rss
+        .iter()
+        .enumerate()
+        .map(|(i, kb)| (format!("neo4j-sink #{}", i + 1), *kb))
+        .collect();
+    f.rss_kb
+        .push(("cts-exporter".into(), exporter.peak_rss_kb()));
+    f.wall = started.elapsed();
+    f.print();
+
+    assert!(
+        terms.iter().all(|at| *at < TRACES as u64),
+        "the load finished before a SIGTERM"
+    );
+    assert_eq!(received, TRACES as u64);
+    assert_eq!(dead, 0);
+    assert_eq!(f.lost, 0, "missing from the graph");
+    assert_eq!(f.duplicated, 0, "duplicate ACTION nodes");
+    assert_eq!(ids, truth);
+    broker.stop().await.expect("broker stop");
+    graph.drop_db(&db).await;
+    sim.stop().await;
+}
