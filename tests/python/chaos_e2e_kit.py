@@ -180,8 +180,9 @@ def influx_query(base: str, db: str, q: str) -> List[Dict[str, Any]]:
     return rows
 
 
-def influx_create_db(base: str, db: str) -> None:
-    body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
+def influx_admin(base: str, q: str) -> None:
+    """A statement that needs POST (``CREATE DATABASE``, ``DROP DATABASE``)."""
+    body = urllib.parse.urlencode({"q": q}).encode()
     req = urllib.request.Request(
         f"{base}/query",
         data=body,
@@ -191,7 +192,7 @@ def influx_create_db(base: str, db: str) -> None:
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200
         result = json.loads(resp.read())["results"][0]
-        assert "error" not in result, result
+        assert "error" not in result, (q, result)
 
 
 def influx_string(value: str) -> str:

@@ -35,7 +35,7 @@ from chaos_e2e_kit import (
     epoch_ms,
     epoch_us,
     http,
-    influx_create_db,
+    influx_admin,
     influx_query,
     influx_string,
     need,
@@ -104,7 +104,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert status == 200, f"Pushgateway at {pushgateway} is not ready ({status})"
 
     db = f"chaos_e2e_{uuid.uuid4().hex[:12]}"
-    influx_create_db(influx, db)
+    influx_admin(influx, f'CREATE DATABASE "{db}"')
     workdir = tmp_path_factory.mktemp("chaos-sink")
     with FakeGrafana(authorization=f"Bearer {GRAFANA_TOKEN}") as grafana:
         config = (
@@ -124,6 +124,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield Stack(influx, db, pushgateway, grafana, sink)
         assert sink.exit_code == 0, f"chaos-sink did not exit cleanly:\n{sink.log()[-3000:]}"
         assert GRAFANA_TOKEN not in sink.log(), "the Grafana token is in the sink's log"
+    influx_admin(influx, f'DROP DATABASE "{db}"')
 
 
 @pytest.fixture(scope="module")
