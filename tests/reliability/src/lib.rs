@@ -7,6 +7,7 @@ pub mod graph;
 pub mod pipeline;
 pub mod process;
 pub mod servers;
+pub mod traffic;
 
 pub use figures::Figures;
 pub use process::{Proc, TempDir, binary, free_port};

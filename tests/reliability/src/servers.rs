@@ -224,3 +224,50 @@ impl Drop for Influx {
         self.stop();
     }
 }
+
+/// Runs an InfluxQL statement (`CREATE DATABASE ...`) on the InfluxDB at `url`.
+pub async fn influx_exec(url: &str, q: &str) {
+    let mut u = url::Url::parse(&format!("{url}/query")).expect("InfluxDB URL");
+    u.query_pairs_mut().append_pair("q", q);
+    let r = reqwest::Client::new()
+        .post(u)
+        .send()
+        .await
+        .expect("InfluxDB");
+    assert!(r.status().is_success(), "{q}: {}", r.status());
+}
+
+/// Every point of database `db` as sorted text lines `measurement tags... | columns=values`,
+/// for comparing two databases.
+pub async fn influx_points(url: &str, db: &str) -> Vec<String> {
+    let mut u = url::Url::parse(&format!("{url}/query")).expect("InfluxDB URL");
+    u.query_pairs_mut()
+        .append_pair("db", db)
+        .append_pair("q", "SELECT * FROM /.*/ GROUP BY *");
+    let body: serde_json::Value = reqwest::get(u)
+        .await
+        .expect("InfluxDB")
+        .json()
+        .await
+        .expect("InfluxDB JSON");
+    let mut out = Vec::new();
+    for s in body["results"][0]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let cols = s["columns"].as_array().cloned().unwrap_or_default();
+        for v in s["values"].as_array().into_iter().flatten() {
+            let vals = v.as_array().cloned().unwrap_or_default();
+            let row: Vec<String> = cols
+                .iter()
+                .zip(vals.iter())
+                .filter(|(_, v)| !v.is_null())
+                .map(|(c, v)| format!("{}={v}", c.as_str().unwrap_or_default()))
+                .collect();
+            out.push(format!("{} {} | {}", s["name"], s["tags"], row.join(",")));
+        }
+    }
+    out.sort();
+    out
+}

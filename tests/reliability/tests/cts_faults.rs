@@ -1,0 +1,134 @@
+//! Scenario 3: CTS answering bursts of 429/500/503 and tokens expiring (by lifetime and revoked
+//! mid-run, with the renewal itself failing twice) while the exporter pages a window through the
+//! broker into the neo4j-sink. Every trace must be graphed exactly once.
+
+use otc_sim::{Fault, FaultBursts, FaultTarget, OtcSim};
+use reliability_tests::graph::Graph;
+use reliability_tests::pipeline::{self, SinkProc};
+use reliability_tests::{Figures, Proc, TempDir, binary};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const TRACES: usize = 2_000;
+const PAGE: usize = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cts_fault_bursts_and_expiring_tokens_lose_nothing() {
+    let Some(graph) = Graph::from_stack() else {
+        return;
+    };
+    let started = Instant::now();
+    let dir = TempDir::new("cts-faults");
+    let db = graph.fresh_db("cts_faults").await;
+    // Of every 5 CTS requests the last 2 fail: 429 (Retry-After 1), 500, 503 in turn.
+    let sim = OtcSim::builder()
+        .seed(33)
+        .record_lag(Duration::ZERO, Duration::from_millis(10))
+        .token_ttl(Duration::from_secs(4))
+        .fault_bursts(FaultBursts::new(
+            5,
+            2,
+            vec![
+                Fault::too_many_requests(1),
+                Fault::InternalError,
+                Fault::unavailable(),
+            ],
+        ))
+        .start()
+        .await
+        .expect("start the OTC fake");
+    let now = otc_sim::now_ms();
+    let truth: BTreeSet<String> = sim
+        .generate_traces(TRACES, now - 9 * 60_000, now - 1_000)
+        .into_iter()
+        .map(|t| t.trace_id)
+        .collect();
+    let sink = SinkProc::start(
+        "neo4j-sink",
+        pipeline::neo4j_sink_vars(&graph, &db),
+        dir.path(),
+    )
+    .await;
+    sink.wait_ready(Duration::from_secs(30)).await;
+    let broker = pipeline::broker(&sink.url(), 30, 16);
+    let mut exporter = Proc::spawn(
+        "cts-exporter",
+        &binary("cts-exporter"),
+        &["--once"],
+        &pipeline::with(
+            pipeline::exporter_vars(&sim, dir.path(), &broker.url()),
+            &[("CTS_PAGE_SIZE", &PAGE.to_string())],
+        ),
+        dir.path(),
+    );
+
+    // Halfway: every token revoked, and the next two token requests fail with 500.
+    let stats = broker.stats();
+    reliability_tests::process::wait_until(
+        "half the traces sent",
+        Duration::from_secs(180),
+        || stats.received.load(Ordering::SeqCst) >= (TRACES / 2) as u64,
+    )
+    .await;
+    // The next CTS request finds its token revoked (401); the renewal fails twice with 500.
+    sim.inject_fault(FaultTarget::Cts, Fault::ExpireTokens, 1);
+    sim.inject_fault(FaultTarget::IamTokens, Fault::InternalError, 2);
+
+    let status = exporter.wait(Duration::from_secs(240)).await;
+    assert!(
+        status.success(),
+        "exporter: {status}\n{}",
+        exporter.tail(20)
+    );
+    assert!(
+        broker.drained(Duration::from_secs(120)).await,
+        "broker did not drain"
+    );
+    let stored = graph.action_ids(&db).await;
+    let received = stats.received.load(Ordering::SeqCst);
+    let dead = stats.dead_lettered.load(Ordering::SeqCst);
+    let ids: BTreeSet<String> = stored.keys().cloned().collect();
+    let mut by_status: BTreeMap<u16, u64> = BTreeMap::new();
+    for r in sim.requests() {
+        *by_status.entry(r.status).or_default() += 1;
+    }
+    let s = sim.stats();
+
+    let mut f = Figures::new("CTS 429/500/503 bursts and expiring tokens");
+    f.events = TRACES as u64;
+    f.lost = truth.difference(&ids).count() as u64;
+    f.duplicated = stored.values().map(|n| n.saturating_sub(1)).sum();
+    f.dead_lettered = dead;
+    f.redelivered = received.saturating_sub(TRACES as u64);
+    f.faults = vec![
+        format!("{} faults served by the OTC fake", s.faults_served),
+        format!("answers by status {by_status:?}"),
+        format!(
+            "tokens revoked mid-run (renewal refused twice), {} tokens issued (4 s lifetime)",
+            s.tokens_issued
+        ),
+    ];
+    f.rss_kb = vec![
+        ("cts-exporter".into(), exporter.peak_rss_kb()),
+        ("neo4j-sink".into(), sink.proc.peak_rss_kb()),
+    ];
+    f.wall = started.elapsed();
+    f.print();
+
+    for code in [429, 500, 503, 401] {
+        assert!(
+            by_status.get(&code).copied().unwrap_or(0) > 0,
+            "no {code} was served: {by_status:?}"
+        );
+    }
+    assert!(s.tokens_issued >= 3, "tokens were not renewed");
+    assert_eq!(received, TRACES as u64, "each trace sent once");
+    assert_eq!(dead, 0);
+    assert_eq!(f.lost, 0, "missing from the graph");
+    assert_eq!(f.duplicated, 0);
+    assert_eq!(ids, truth);
+    broker.stop().await.expect("broker stop");
+    graph.drop_db(&db).await;
+    sim.stop().await;
+}
