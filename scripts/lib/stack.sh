@@ -78,8 +78,15 @@ stack_install() {
   stack_install_python
 }
 
-stack_tmp() {
+# stack_tmp_init: creates the one temp dir of this stack (STACK_TMP), removed by stack_stop. Call it in the
+# current shell, not in $(...): a command substitution's assignment would be lost with its subshell.
+stack_tmp_init() {
   if [ -z "$STACK_TMP" ]; then STACK_TMP=$(mktemp -d "${TMPDIR:-/tmp}/cts-stack.XXXXXX"); fi
+}
+
+# stack_tmp: prints the temp dir (after stack_tmp_init).
+stack_tmp() {
+  stack_tmp_init
   echo "$STACK_TMP"
 }
 
@@ -100,7 +107,7 @@ stack_wait() {
 
 stack_start_influxdb() {
   local t port rpc
-  t=$(stack_tmp); port=$(stack_free_port); rpc=$(stack_free_port)
+  stack_tmp_init; t=$STACK_TMP; port=$(stack_free_port); rpc=$(stack_free_port)
   mkdir -p "$t/influxdb"
   cat >"$t/influxdb/influxdb.conf" <<CONF
 reporting-enabled = false
@@ -126,7 +133,7 @@ CONF
 
 stack_start_pushgateway() {
   local t port
-  t=$(stack_tmp); port=$(stack_free_port)
+  stack_tmp_init; t=$STACK_TMP; port=$(stack_free_port)
   prometheus-pushgateway --web.listen-address="127.0.0.1:$port" --web.enable-admin-api \
     --persistence.file="$t/pushgateway.store" >"$t/pushgateway.log" 2>&1 &
   STACK_PIDS+=($!)
@@ -137,7 +144,7 @@ stack_start_pushgateway() {
 # ArcadeDB with its Bolt plugin: the Bolt/Cypher server the Neo4j tests run against.
 stack_start_arcadedb() {
   local t http bolt home
-  t=$(stack_tmp); http=$(stack_free_port); bolt=$(stack_free_port)
+  stack_tmp_init; t=$STACK_TMP; http=$(stack_free_port); bolt=$(stack_free_port)
   home=$("$STACK_VENV/bin/python" -c 'import importlib.util as u,os;print(os.path.dirname(u.find_spec("arcadedb_embedded").origin))')
   # Started from its temp dir: ArcadeDB writes log/ into the working directory.
   (cd "$t" && exec "$home/jre/bin/java" -Xmx${ARCADEDB_HEAP:-768m} -cp "$home/jars/*" \
