@@ -4,6 +4,7 @@
 
 pub mod figures;
 pub mod graph;
+pub mod hostile;
 pub mod pipeline;
 pub mod process;
 pub mod servers;
