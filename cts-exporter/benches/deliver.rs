@@ -230,6 +230,17 @@ async fn baseline_run(events: &[EncodedRequest], url: &str, concurrency: usize) 
     events.len() as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The shared delivery client alone (`Sender::send_encoded`, metrics on) over the same pre-encoded events.
+async fn sender_run(events: &[EncodedRequest], sender: &Sender, concurrency: usize) -> f64 {
+    let started = Instant::now();
+    futures_util::stream::iter(events)
+        .for_each_concurrent(concurrency, |e| async move {
+            sender.send_encoded(e).await.expect("delivered");
+        })
+        .await;
+    events.len() as f64 / started.elapsed().as_secs_f64()
+}
+
 /// Runs the exporter binary with `--once` and returns its peak RSS in kB (from its final log line).
 fn binary_peak_rss_kb(vars: &[(String, String)], dir: &Path) -> u64 {
     let out = Command::new(env!("CARGO_BIN_EXE_cts-exporter"))
@@ -251,6 +262,15 @@ fn binary_peak_rss_kb(vars: &[(String, String)], dir: &Path) -> u64 {
         .expect("peak_rss_kb in the exporter's last log line")
 }
 
+/// CPU seconds (user + system) used so far by this whole process: simulator, receiver and client together.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
 fn main() {
     let big: usize = std::env::var("BENCH_TRACES")
         .ok()
@@ -268,16 +288,18 @@ fn main() {
         let large = sim(big).await;
         let config = config(vars(&large, &dir, &receiver.url), &dir);
         let concurrency = config.sink_concurrency;
-        println!("cts-exporter delivery benchmark: {big} traces, concurrency {concurrency}, 2 runs each (best kept)");
+        println!("cts-exporter delivery benchmark: {big} traces, concurrency {concurrency}, 3 runs each (best kept)");
 
         let sender = Sender::new(config.delivery.clone().unwrap_or_else(|| {
             DeliveryConfig::new(receiver.url.parse().expect("url"))
         }))
         .expect("sender");
+        let c = cpu_s();
         println!(
             "  CTS paging alone (simulator + parsing):    {:>9.0} events/s",
             paging_only(&config).await
         );
+        println!("    process CPU: {:.1} µs per trace", (cpu_s() - c) * 1e6 / big as f64);
         let started = Instant::now();
         let encoded = pre_encode(&config, &sender).await;
         assert_eq!(encoded.len(), big);
@@ -288,15 +310,25 @@ fn main() {
 
         let mut exporter_best: f64 = 0.0;
         let mut baseline_best: f64 = 0.0;
-        for _ in 0..2 {
+        let mut sender_best: f64 = 0.0;
+        let metered = sender.clone().with_metrics(&Registry::new()).expect("metrics");
+        for _ in 0..3 {
+            let c = cpu_s();
             exporter_best = exporter_best.max(exporter_run(&config, &receiver, big).await);
+            println!("    exporter run: process CPU {:.1} µs per event", (cpu_s() - c) * 1e6 / big as f64);
+            let c = cpu_s();
             baseline_best =
                 baseline_best.max(baseline_run(&encoded, &receiver.url, concurrency).await);
+            println!("    baseline run: process CPU {:.1} µs per event", (cpu_s() - c) * 1e6 / big as f64);
+            let c = cpu_s();
+            sender_best = sender_best.max(sender_run(&encoded, &metered, concurrency).await);
+            println!("    sender run: process CPU {:.1} µs per event", (cpu_s() - c) * 1e6 / big as f64);
         }
         drop(encoded);
         let ratio = exporter_best / baseline_best;
         println!("  exporter (CTS paging + events + delivery): {exporter_best:>9.0} events/s");
         println!("  baseline (bare reqwest, pre-encoded):      {baseline_best:>9.0} events/s");
+        println!("  shared::delivery::Sender, pre-encoded:     {sender_best:>9.0} events/s");
         println!(
             "  ratio: {:.0}% of the baseline (target >= 50%): {}",
             ratio * 100.0,

@@ -15,8 +15,9 @@
 
 use crate::config::CtsApi;
 use crate::cts::Trace;
+use crate::cts::model::Fields;
 use chrono::DateTime;
-use shared::cloudevent::{AttributesWriter, Data, Event};
+use shared::cloudevent::{Data, Event, EventBuilder, EventBuilderV10};
 use thiserror::Error;
 
 /// Type used when a trace has none of the four type fields (a CloudEvent needs a type).
@@ -28,6 +29,9 @@ pub enum EventError {
     /// No `trace_id`.
     #[error("trace without trace_id")]
     NoId,
+    /// The SDK refused the attributes (cannot happen with the attributes set here).
+    #[error("cannot build the event: {0}")]
+    Build(String),
 }
 
 /// What every event of a project shares.
@@ -52,11 +56,20 @@ pub struct EventContext {
 /// The event `type` of a trace: lower-case `service_type.trace_type.resource_type.trace_name` with trailing
 /// dots trimmed (as the original's `TrimRight(".")`).
 pub fn event_type(trace: &Trace) -> String {
-    let parts: Vec<String> = ["service_type", "trace_type", "resource_type", "trace_name"]
-        .iter()
-        .map(|k| trace.text(k).unwrap_or_default())
-        .collect();
-    let ty = parts.join(".").trim_end_matches('.').to_lowercase();
+    type_of(trace.fields())
+}
+
+fn type_of(f: &Fields) -> String {
+    let part = |p: &Option<String>| p.as_deref().unwrap_or("").to_owned();
+    let ty = [
+        part(&f.service_type),
+        part(&f.trace_type),
+        part(&f.resource_type),
+        part(&f.trace_name),
+    ]
+    .join(".")
+    .trim_end_matches('.')
+    .to_lowercase();
     if ty.trim_matches('.').is_empty() {
         FALLBACK_TYPE.to_owned()
     } else {
@@ -66,35 +79,42 @@ pub fn event_type(trace: &Trace) -> String {
 
 /// Builds the event for a trace (consuming it: the trace object becomes the data, unchanged).
 pub fn trace_to_event(trace: Trace, ctx: &EventContext) -> Result<Event, EventError> {
-    let id = trace.id().ok_or(EventError::NoId)?;
-    let ty = event_type(&trace);
-    let subject = trace
-        .text("resource_name")
-        .or_else(|| trace.text("resource_id"));
-    let time = trace.time_ms().and_then(DateTime::from_timestamp_millis);
-    let (first, second) = match ctx.api {
-        CtsApi::V3 => ("trace_rating", "trace_status"),
-        CtsApi::V2 => ("trace_status", "trace_rating"),
-    };
-    let status = trace
-        .text(first)
-        .or_else(|| trace.text(second))
-        .map(|s| s.to_lowercase());
-    let code = trace.text("code");
-    let resource_id = trace.text("resource_id");
-
-    let mut event = Event::default();
-    event.set_id(id);
-    event.set_source(ctx.source.as_str());
-    event.set_type(ty);
-    event.set_subject(subject);
-    event.set_time(time);
+    let (f, raw) = trace.into_parts();
+    let ty = type_of(&f);
+    let Fields {
+        trace_id,
+        time_ms,
+        resource_name,
+        resource_id,
+        trace_rating,
+        trace_status,
+        code,
+        ..
+    } = f;
+    let id = trace_id.ok_or(EventError::NoId)?;
+    let subject = resource_name.or_else(|| resource_id.clone());
+    let status = match ctx.api {
+        CtsApi::V3 => trace_rating.or(trace_status),
+        CtsApi::V2 => trace_status.or(trace_rating),
+    }
+    .map(|s| s.to_lowercase());
     let data = if ctx.passthrough {
-        Data::Binary(trace.into_bytes())
+        let text: Box<str> = raw.into();
+        Data::Binary(text.into_string().into_bytes())
     } else {
-        Data::Json(trace.into_value())
+        Data::Json(serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null))
     };
-    event.set_data("application/json", data);
+    let mut builder = EventBuilderV10::new()
+        .id(id)
+        .source(ctx.source.as_str())
+        .ty(ty)
+        .data("application/json", data);
+    if let Some(s) = subject {
+        builder = builder.subject(s);
+    }
+    if let Some(t) = time_ms.and_then(DateTime::from_timestamp_millis) {
+        builder = builder.time(t);
+    }
     let extensions = [
         ("status", status),
         ("code", code),
@@ -105,10 +125,12 @@ pub fn trace_to_event(trace: Trace, ctx: &EventContext) -> Result<Event, EventEr
     ];
     for (name, value) in extensions {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
-            event.set_extension(name, v);
+            builder = builder.extension(name, v);
         }
     }
-    Ok(event)
+    builder
+        .build()
+        .map_err(|e| EventError::Build(e.to_string()))
 }
 
 #[cfg(test)]

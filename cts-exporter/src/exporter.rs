@@ -9,7 +9,7 @@
 use crate::auth::catalog::CtsUrls;
 use crate::auth::{Auth, AuthError, Identity};
 use crate::config::Config;
-use crate::cts::{CtsClient, CtsError, Pager};
+use crate::cts::{CtsClient, CtsError, Pager, Trace};
 use crate::cursor::{StateError, StateFile};
 use crate::event::{EventContext, trace_to_event};
 use crate::http::{ClientError, Http};
@@ -21,6 +21,7 @@ use futures_util::stream::FuturesUnordered;
 use shared::cloudevent::AttributesReader;
 use shared::cloudevent::string_extension;
 use shared::delivery::{DeliveryError, Sender};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -467,8 +468,9 @@ impl Exporter {
         run.attempts += 1;
         let concurrency = self.config.sink_concurrency.max(1);
         let page = usize::try_from(self.config.page_size).unwrap_or(200);
-        // Up to two pages ahead of the deliveries: paging overlaps delivery, memory stays bounded.
-        let (tx, rx) = mpsc::channel::<Item>((2 * page).max(concurrency));
+        // Pages go through the channel as batches (one wake-up per page, not per event); up to two pages
+        // wait ahead of the deliveries: paging overlaps delivery, memory stays bounded.
+        let (tx, rx) = mpsc::channel::<Vec<Item>>(2);
         let window = run.pager.window();
         let producer = Producer {
             cts: self.cts.clone(),
@@ -483,18 +485,25 @@ impl Exporter {
         let counters = &run.counters;
         let consumer = async move {
             let mut rx = rx;
+            let mut queue: VecDeque<Item> = VecDeque::with_capacity(page);
             let mut inflight = FuturesUnordered::new();
             let mut open = true;
             loop {
-                if open && inflight.len() < concurrency {
+                while inflight.len() < concurrency {
+                    match queue.pop_front() {
+                        Some(item) => inflight.push(self.deliver_one(item, counters, persist)),
+                        None => break,
+                    }
+                }
+                if queue.is_empty() && open {
                     tokio::select! {
                         Some(()) = inflight.next(), if !inflight.is_empty() => {}
-                        item = rx.recv() => match item {
-                            Some(item) => inflight.push(self.deliver_one(item, counters, persist)),
+                        batch = rx.recv() => match batch {
+                            Some(batch) => queue.extend(batch),
                             None => open = false,
                         },
                     }
-                } else if inflight.next().await.is_none() {
+                } else if inflight.next().await.is_none() && queue.is_empty() && !open {
                     break;
                 }
             }
@@ -589,58 +598,45 @@ struct Producer {
 impl Producer {
     /// Pages through the window, sending prepared events; returns the pager (for a resumed attempt) and how
     /// paging ended. Stops early when the deliveries are gone.
-    async fn run(self, mut pager: Pager, tx: mpsc::Sender<Item>) -> (Pager, Result<(), CtsError>) {
+    async fn run(
+        self,
+        mut pager: Pager,
+        tx: mpsc::Sender<Vec<Item>>,
+    ) -> (Pager, Result<(), CtsError>) {
         let result = self.pages(&mut pager, &tx).await;
         (pager, result)
     }
 
-    async fn pages(&self, pager: &mut Pager, tx: &mpsc::Sender<Item>) -> Result<(), CtsError> {
+    async fn pages(&self, pager: &mut Pager, tx: &mpsc::Sender<Vec<Item>>) -> Result<(), CtsError> {
         // Traces recorded later than the lag allowance after they happened: (count, worst lag).
         let mut late = (0u64, 0i64);
+        // The next page is requested while the current one is turned into events (CTS answers meanwhile).
+        let mut prefetched = None;
         while let Some(query) = pager.query() {
-            let page = self.cts.fetch(&query).await?;
+            let page = match prefetched.take() {
+                Some(page) => page,
+                None => self.cts.fetch(&query).await?,
+            };
             self.metrics.page(page.traces.len());
             let (traces, skipped) = pager.accept(page)?;
             for s in skipped {
                 self.metrics.skipped(s.as_str());
             }
-            for trace in traces {
-                match (trace.time_ms(), trace.record_time_ms()) {
-                    (Some(t), Some(r)) => {
-                        self.metrics.record_lag(r - t);
-                        if r - t > self.lag_allowance_ms {
-                            late.0 += 1;
-                            late.1 = late.1.max(r - t);
-                        }
-                    }
-                    (None, _) => {
-                        tracing::warn!(
-                            trace_id = trace.id().as_deref().unwrap_or("-"),
-                            "trace without a usable time: delivered without a time attribute"
-                        );
-                    }
-                    _ => {}
+            let next = pager.query();
+            let fetch_next = async {
+                match &next {
+                    Some(q) => Some(self.cts.fetch(q).await),
+                    None => None,
                 }
-                let event = match trace_to_event(trace, &self.ctx) {
-                    Ok(event) => event,
-                    Err(e) => {
-                        self.metrics.skipped("invalid");
-                        tracing::warn!(error = %e, "trace skipped");
-                        continue;
-                    }
-                };
-                let debug = self.debug.then(|| DebugLine {
-                    status: string_extension(&event, "status").map(str::to_owned),
-                    ty: event.ty().to_owned(),
-                    subject: event.subject().map(str::to_owned),
-                });
-                let item = Item {
-                    prepared: self.output.prepare(event),
-                    debug,
-                };
-                if tx.send(item).await.is_err() {
-                    return Ok(());
-                }
+            };
+            let (fetched, delivering) = tokio::join!(fetch_next, self.send(traces, tx, &mut late));
+            if !delivering {
+                return Ok(());
+            }
+            match fetched {
+                Some(Ok(page)) => prefetched = Some(page),
+                Some(Err(e)) => return Err(e),
+                None => {}
             }
         }
         if late.0 > 0 {
@@ -653,5 +649,51 @@ impl Producer {
             );
         }
         Ok(())
+    }
+
+    /// Turns a page's traces into prepared events and queues them; false when the deliveries are gone.
+    async fn send(
+        &self,
+        traces: Vec<Trace>,
+        tx: &mpsc::Sender<Vec<Item>>,
+        late: &mut (u64, i64),
+    ) -> bool {
+        let mut batch = Vec::with_capacity(traces.len());
+        for trace in traces {
+            match (trace.time_ms(), trace.record_time_ms()) {
+                (Some(t), Some(r)) => {
+                    self.metrics.record_lag(r - t);
+                    if r - t > self.lag_allowance_ms {
+                        late.0 += 1;
+                        late.1 = late.1.max(r - t);
+                    }
+                }
+                (None, _) => {
+                    tracing::warn!(
+                        trace_id = trace.id().as_deref().unwrap_or("-"),
+                        "trace without a usable time: delivered without a time attribute"
+                    );
+                }
+                _ => {}
+            }
+            let event = match trace_to_event(trace, &self.ctx) {
+                Ok(event) => event,
+                Err(e) => {
+                    self.metrics.skipped("invalid");
+                    tracing::warn!(error = %e, "trace skipped");
+                    continue;
+                }
+            };
+            let debug = self.debug.then(|| DebugLine {
+                status: string_extension(&event, "status").map(str::to_owned),
+                ty: event.ty().to_owned(),
+                subject: event.subject().map(str::to_owned),
+            });
+            batch.push(Item {
+                prepared: self.output.prepare(event),
+                debug,
+            });
+        }
+        batch.is_empty() || tx.send(batch).await.is_ok()
     }
 }

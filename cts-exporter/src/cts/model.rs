@@ -15,21 +15,33 @@ use thiserror::Error;
 #[error("unusable CTS list response: {0}")]
 pub struct ModelError(pub String);
 
-/// The fields the exporter reads, as text (see [`raw_text`]).
+/// The fields the exporter reads, as text (see [`raw_text`]); absent, `null` and blank are `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Fields {
-    trace_id: Option<String>,
-    time_ms: Option<i64>,
-    record_time_ms: Option<i64>,
-    service_type: Option<String>,
-    trace_type: Option<String>,
-    resource_type: Option<String>,
-    trace_name: Option<String>,
-    resource_name: Option<String>,
-    resource_id: Option<String>,
-    trace_rating: Option<String>,
-    trace_status: Option<String>,
-    code: Option<String>,
+pub struct Fields {
+    /// `trace_id`.
+    pub trace_id: Option<String>,
+    /// `time`, epoch ms.
+    pub time_ms: Option<i64>,
+    /// `record_time`, epoch ms.
+    pub record_time_ms: Option<i64>,
+    /// `service_type`.
+    pub service_type: Option<String>,
+    /// `trace_type`.
+    pub trace_type: Option<String>,
+    /// `resource_type`.
+    pub resource_type: Option<String>,
+    /// `trace_name`.
+    pub trace_name: Option<String>,
+    /// `resource_name`.
+    pub resource_name: Option<String>,
+    /// `resource_id`.
+    pub resource_id: Option<String>,
+    /// `trace_rating` (v3).
+    pub trace_rating: Option<String>,
+    /// `trace_status` (v2).
+    pub trace_status: Option<String>,
+    /// `code`.
+    pub code: Option<String>,
 }
 
 /// The same fields, borrowed from the trace text (other fields are skipped by the parser).
@@ -170,6 +182,16 @@ impl Trace {
     /// `record_time` (epoch ms).
     pub fn record_time_ms(&self) -> Option<i64> {
         self.fields.record_time_ms
+    }
+
+    /// The fields read from the trace.
+    pub fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    /// The fields and the JSON text, taken apart.
+    pub fn into_parts(self) -> (Fields, Box<RawValue>) {
+        (self.fields, self.raw)
     }
 
     /// The trace's JSON text as received.
