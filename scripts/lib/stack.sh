@@ -147,7 +147,7 @@ stack_start_arcadedb() {
   stack_tmp_init; t=$STACK_TMP; http=$(stack_free_port); bolt=$(stack_free_port)
   home=$("$STACK_VENV/bin/python" -c 'import importlib.util as u,os;print(os.path.dirname(u.find_spec("arcadedb_embedded").origin))')
   # Started from its temp dir: ArcadeDB writes log/ into the working directory.
-  (cd "$t" && exec "$home/jre/bin/java" -Xmx${ARCADEDB_HEAP:-768m} -cp "$home/jars/*" \
+  (cd "$t" && exec "$home/jre/bin/java" -Xmx"${ARCADEDB_HEAP:-768m}" -cp "$home/jars/*" \
     -Darcadedb.server.rootPath="$t/arcadedb" -Darcadedb.server.rootPassword=playwithdata \
     -Darcadedb.server.httpIncomingHost=127.0.0.1 -Darcadedb.server.httpIncomingPort="$http" \
     -Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin \
