@@ -79,10 +79,14 @@ pub struct Proc {
     child: Child,
     pid: u32,
     lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
     peak_rss_kb: Arc<AtomicU32>,
 }
 
-fn collect(reader: impl AsyncRead + Unpin + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+fn collect(
+    reader: impl AsyncRead + Unpin + Send + 'static,
+    lines: Arc<Mutex<Vec<String>>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut r = BufReader::new(reader).lines();
         while let Ok(Some(line)) = r.next_line().await {
@@ -93,7 +97,7 @@ fn collect(reader: impl AsyncRead + Unpin + Send + 'static, lines: Arc<Mutex<Vec
                 l.push(line);
             }
         }
-    });
+    })
 }
 
 impl Proc {
@@ -123,11 +127,12 @@ impl Proc {
             .unwrap_or_else(|e| panic!("start {name} ({}): {e}", path.display()));
         let pid = child.id().expect("pid of a running child");
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            collect(out, lines.clone());
+            readers.push(collect(out, lines.clone()));
         }
         if let Some(err) = child.stderr.take() {
-            collect(err, lines.clone());
+            readers.push(collect(err, lines.clone()));
         }
         let peak_rss_kb = Arc::new(AtomicU32::new(0));
         let peak = peak_rss_kb.clone();
@@ -143,6 +148,7 @@ impl Proc {
             child,
             pid,
             lines,
+            readers,
             peak_rss_kb,
         }
     }
@@ -197,8 +203,10 @@ impl Proc {
     pub async fn wait(&mut self, limit: Duration) -> ExitStatus {
         match tokio::time::timeout(limit, self.child.wait()).await {
             Ok(Ok(status)) => {
-                // Let the readers take the last lines.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // The readers end at EOF, once they have taken the last lines.
+                for r in self.readers.drain(..) {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
+                }
                 status
             }
             Ok(Err(e)) => panic!("wait for {}: {e}", self.name),
