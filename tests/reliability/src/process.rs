@@ -57,17 +57,22 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Path of a workspace binary built by `cargo build --workspace` (`cargo test --workspace` builds
-/// them too). Panics with what to run when it is missing.
+/// them too), from `target/$RELIABILITY_PROFILE` (default `debug`). Panics with what to run when it
+/// is missing.
 pub fn binary(name: &str) -> PathBuf {
     let dir = target_dir();
-    for profile in ["debug", "release"] {
-        let p = dir.join(profile).join(name);
-        if p.is_file() {
-            return p;
-        }
+    let profile = std::env::var("RELIABILITY_PROFILE").unwrap_or_else(|_| "debug".into());
+    let p = dir.join(&profile).join(name);
+    if p.is_file() {
+        return p;
     }
+    let build = if profile == "release" {
+        "cargo build --workspace --release"
+    } else {
+        "cargo build --workspace"
+    };
     panic!(
-        "binary {name} not found in {}/debug: run `cargo build --workspace` first (cargo test --workspace builds it)",
+        "binary {name} not found in {}/{profile}: run `{build}` first (cargo test --workspace builds the debug ones)",
         dir.display()
     )
 }
