@@ -23,6 +23,8 @@ stack_install_debian() {
   command -v influxd >/dev/null || missing+=(influxdb influxdb-client)
   command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
   command -v curl >/dev/null || missing+=(curl)
+  # python3 -m venv needs ensurepip, which Debian ships in python3-venv.
+  command -v python3 >/dev/null && python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     stack_log "installing Debian packages: ${missing[*]}"
     stack_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
