@@ -28,6 +28,19 @@ struct Figures {
     p99: Duration,
     max: Duration,
     errors: usize,
+    /// p99 of the run-end events (`experiment.finished`, 1 in 20) and of the others.
+    p99_end: Duration,
+    p99_other: Duration,
+}
+
+/// The `q` quantile of sorted latencies.
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * q).ceil() as usize)
+        .saturating_sub(1)
+        .min(sorted.len() - 1)]
 }
 
 async fn replay(sink: &Sink, runs: &[Vec<bytes::Bytes>], concurrency: usize) -> Figures {
@@ -44,7 +57,8 @@ async fn replay(sink: &Sink, runs: &[Vec<bytes::Bytes>], concurrency: usize) -> 
             loop {
                 let next = queue.lock().unwrap().pop();
                 let Some(run) = next else { break };
-                for body in run {
+                let last = run.len().saturating_sub(1);
+                for (i, body) in run.into_iter().enumerate() {
                     let t = Instant::now();
                     let r = client
                         .post(&url)
@@ -52,7 +66,7 @@ async fn replay(sink: &Sink, runs: &[Vec<bytes::Bytes>], concurrency: usize) -> 
                         .body(body)
                         .send()
                         .await;
-                    latencies.push(t.elapsed());
+                    latencies.push((t.elapsed(), i == last));
                     if !matches!(&r, Ok(resp) if resp.status() == 202) {
                         errors += 1;
                     }
@@ -69,19 +83,21 @@ async fn replay(sink: &Sink, runs: &[Vec<bytes::Bytes>], concurrency: usize) -> 
         errors += e;
     }
     let elapsed = started.elapsed();
+    let mut end: Vec<Duration> = all.iter().filter(|l| l.1).map(|l| l.0).collect();
+    let mut other: Vec<Duration> = all.iter().filter(|l| !l.1).map(|l| l.0).collect();
+    let mut all: Vec<Duration> = all.into_iter().map(|l| l.0).collect();
     all.sort();
-    let pct = |p: f64| {
-        all[((all.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(all.len() - 1)]
-    };
+    end.sort();
+    other.sort();
     Figures {
         events: all.len(),
         elapsed,
-        p50: pct(0.50),
-        p99: pct(0.99),
-        max: *all.last().unwrap(),
+        p50: quantile(&all, 0.50),
+        p99: quantile(&all, 0.99),
+        max: all.last().copied().unwrap_or_default(),
         errors,
+        p99_end: quantile(&end, 0.99),
+        p99_other: quantile(&other, 0.99),
     }
 }
 
@@ -96,6 +112,43 @@ fn workload(n: usize, tag: &str) -> Vec<Vec<bytes::Bytes>> {
                 .collect()
         })
         .collect()
+}
+
+/// Per backend: (sum of batch seconds, batches, events in batches), from the sink's `/metrics`.
+async fn backend_batches(sink: &Sink) -> std::collections::BTreeMap<String, (f64, f64, f64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(resp) = sink
+        .client
+        .get(format!("{}/metrics", sink.url))
+        .send()
+        .await
+    else {
+        return out;
+    };
+    let text = resp.text().await.unwrap_or_default();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((metric, labels)) = series.split_once('{') else {
+            continue;
+        };
+        let Some(backend) = labels
+            .strip_prefix("backend=\"")
+            .and_then(|l| l.split('"').next())
+        else {
+            continue;
+        };
+        let v: f64 = value.parse().unwrap_or(0.0);
+        let e = out.entry(backend.to_owned()).or_insert((0.0, 0.0, 0.0));
+        match metric {
+            "chaos_sink_backend_batch_duration_seconds_sum" => e.0 = v,
+            "chaos_sink_backend_batch_duration_seconds_count" => e.1 = v,
+            "chaos_sink_backend_batch_events_sum" => e.2 = v,
+            _ => {}
+        }
+    }
+    out
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -181,7 +234,9 @@ async fn run() {
         let warm = workload(8, &format!("{:04x}", 0xf000 + i));
         replay(&sink, &warm, 8).await;
         let work = workload(runs, &format!("{:04x}", 0xa000 + i));
+        let before = backend_batches(&sink).await;
         let f = replay(&sink, &work, concurrency).await;
+        let after = backend_batches(&sink).await;
         println!(
             "{:<28} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
             name,
@@ -192,6 +247,21 @@ async fn run() {
             f.max.as_secs_f64() * 1e3,
             f.errors
         );
+        let mut detail = format!(
+            "    p99 ms: run end {:.2}, others {:.2}; batches (mean ms / events):",
+            f.p99_end.as_secs_f64() * 1e3,
+            f.p99_other.as_secs_f64() * 1e3
+        );
+        for (backend, (secs, n, events)) in &after {
+            let (s0, n0, e0) = before.get(backend).copied().unwrap_or_default();
+            let n = (n - n0).max(1.0);
+            detail.push_str(&format!(
+                " {backend} {:.2} / {:.1}",
+                (secs - s0) / n * 1e3,
+                (events - e0) / n
+            ));
+        }
+        println!("{detail}");
         sink.stop().await;
     }
     if let Some(u) = &pgw {

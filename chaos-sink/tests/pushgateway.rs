@@ -35,15 +35,15 @@ async fn pushgateway_metrics_grouping_and_expiry() {
 async fn chaostoolkit_prometheus_metrics_per_run(url: &str) {
     pushgateway_wipe(url).await;
     let sink = Sink::start_yaml(&format!(
-        "pushgateway:\n  pushgateway_url: {url}\n  job: chaostoolkit\n  grouping_key: {{team: sre}}\n"
+        "pushgateway:\n  pushgateway_url: {url}\n  job: chaostoolkit\n  grouping_key: {{team: sre}}\n  flush_interval: 1\n"
     ));
     let events = run_events("deviated");
     let run_id = events[0]["chaosrunid"].as_str().unwrap();
     let exp_ref = events[0]["chaosexperiment"].as_str().unwrap();
 
     sink.send_all(&events[..1]).await;
-    // The in-progress series is flushed within a second or so.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // The in-progress series is flushed `flush_interval` (1 s here) after the start.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let groups = loop {
         let groups = pushgateway_groups(url).await;
         if group_of(&groups, run_id).is_some() {
@@ -155,14 +155,14 @@ async fn redelivered_and_reordered_events_give_the_same_group(url: &str) {
 async fn group_by_experiment_keeps_the_last_run_and_groups_expire(url: &str) {
     pushgateway_wipe(url).await;
     let sink = Sink::start_yaml(&format!(
-        "pushgateway:\n  pushgateway_url: {url}\n  group_by: experiment\n  delete_after: 1\n"
+        "pushgateway:\n  pushgateway_url: {url}\n  group_by: experiment\n  delete_after: 1\n  flush_interval: 1\n"
     ));
     let first = run_events("passing");
     let second = as_run(&first, "44444444-5555-4666-8777-888888888888", None);
     sink.send_all(&first).await;
     sink.send_all(&second[..1]).await;
     // The second run's start is flushed within a couple of seconds and takes the group over.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let groups = loop {
         let groups = pushgateway_groups(url).await;
         let taken = groups.iter().any(|g| {

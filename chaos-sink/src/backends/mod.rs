@@ -13,7 +13,9 @@ pub mod pushgateway;
 
 use crate::events::ChaosEvent;
 use crate::metrics::{BackendCounters, SinkMetrics};
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use reqwest::header::RETRY_AFTER;
 use shared::retry::{
     Failure, RetryError, RetryPolicy, StatusClass, classify_status, parse_retry_after,
@@ -69,8 +71,22 @@ pub trait Service: Send + 'static {
         vec![None; batch.len()]
     }
 
+    /// Like [`Service::process`], but the returned future owns what it needs (it does not borrow
+    /// the service), so the task takes the next batches while this one's calls are in flight (at
+    /// most [`MAX_DETACHED`] batches at once). Called right after `settle_early`, instead of
+    /// `process`, with the same batch. `None` (the default): `process` is used.
+    fn detach(&mut self, _batch: &[Arc<ChaosEvent>]) -> Option<BoxFuture<'static, Vec<Outcome>>> {
+        None
+    }
+
     /// Called about once a second between batches: expiry of state and of groups.
     fn tick(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Called once when the sink stops, after the last batch was answered: writes what is still
+    /// held back (the Pushgateway's unflushed series).
+    fn close(&mut self) -> impl Future<Output = ()> + Send {
         async {}
     }
 
@@ -158,6 +174,17 @@ impl BackendHandle {
 #[derive(Debug, Clone, Copy)]
 pub struct Overloaded;
 
+/// Most batches of one backend whose calls are in flight at once (services that [`Service::detach`]).
+pub const MAX_DETACHED: usize = 8;
+
+/// A batch's requests still waiting for outcomes, with what was settled early.
+struct Waiting {
+    pending: Vec<(usize, Job)>,
+    early: Vec<Option<Outcome>>,
+    len: usize,
+    started: Instant,
+}
+
 async fn run<S: Service>(
     mut service: S,
     mut rx: mpsc::Receiver<Job>,
@@ -166,11 +193,20 @@ async fn run<S: Service>(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let mut detached = FuturesUnordered::new();
+    let mut open = true;
+    while open || !detached.is_empty() {
         let first = tokio::select! {
-            job = rx.recv() => match job {
+            Some((waiting, outcomes)) = detached.next(), if !detached.is_empty() => {
+                answer(waiting, outcomes, &counters);
+                continue;
+            }
+            job = rx.recv(), if open && detached.len() < MAX_DETACHED => match job {
                 Some(j) => j,
-                None => break,
+                None => {
+                    open = false;
+                    continue;
+                }
             },
             _ = tick.tick() => {
                 service.tick().await;
@@ -206,28 +242,51 @@ async fn run<S: Service>(
             }
             offset += n;
         }
-        let mut outcomes = service.process(&batch).await;
-        counters.latency.observe(started.elapsed().as_secs_f64());
-        counters.batch_size.observe(batch.len() as f64);
-        outcomes.resize_with(batch.len(), || Outcome::unavailable("internal: no outcome"));
-        for (slot, settled) in outcomes.iter_mut().zip(early) {
-            if let Some(o) = settled {
-                *slot = o;
+        let waiting = Waiting {
+            pending,
+            early,
+            len: batch.len(),
+            started,
+        };
+        match service.detach(&batch) {
+            Some(calls) => detached.push(async move { (waiting, calls.await) }),
+            None => {
+                let outcomes = service.process(&batch).await;
+                answer(waiting, outcomes, &counters);
             }
         }
-        for o in &outcomes {
-            match o {
-                Outcome::Done => counters.written.inc(),
-                Outcome::Rejected(_) => counters.rejected.inc(),
-                Outcome::Unavailable { .. } => counters.failed.inc(),
-            }
+    }
+    service.close().await;
+}
+
+/// Counts a batch's outcomes and answers its waiting requests.
+fn answer(waiting: Waiting, mut outcomes: Vec<Outcome>, counters: &BackendCounters) {
+    let Waiting {
+        pending,
+        early,
+        len,
+        started,
+    } = waiting;
+    counters.latency.observe(started.elapsed().as_secs_f64());
+    counters.batch_size.observe(len as f64);
+    outcomes.resize_with(len, || Outcome::unavailable("internal: no outcome"));
+    for (slot, settled) in outcomes.iter_mut().zip(early) {
+        if let Some(o) = settled {
+            *slot = o;
         }
-        let all_up = outcomes.iter().all(Outcome::is_final);
-        counters.up.set(i64::from(all_up));
-        for (offset, job) in pending {
-            let mine: Vec<Outcome> = outcomes[offset..offset + job.events.len()].to_vec();
-            let _ = job.reply.send(mine);
+    }
+    for o in &outcomes {
+        match o {
+            Outcome::Done => counters.written.inc(),
+            Outcome::Rejected(_) => counters.rejected.inc(),
+            Outcome::Unavailable { .. } => counters.failed.inc(),
         }
+    }
+    let all_up = outcomes.iter().all(Outcome::is_final);
+    counters.up.set(i64::from(all_up));
+    for (offset, job) in pending {
+        let mine: Vec<Outcome> = outcomes[offset..offset + job.events.len()].to_vec();
+        let _ = job.reply.send(mine);
     }
 }
 
@@ -404,4 +463,108 @@ pub fn http_client(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<reqwest::
         b = b.tls_certs_merge(certs);
     }
     b.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{EventKind, Section, SectionStarted};
+    use tokio::sync::Notify;
+
+    fn event(id: &str) -> Arc<ChaosEvent> {
+        Arc::new(ChaosEvent {
+            id: id.into(),
+            source: "urn:chaostoolkit:test".into(),
+            run_id: "run".into(),
+            experiment_ref: "ref".into(),
+            title: "t".into(),
+            time: chrono::Utc::now(),
+            kind: EventKind::SectionStarted(
+                Section::Method,
+                SectionStarted {
+                    start: chrono::Utc::now(),
+                },
+            ),
+        })
+    }
+
+    /// Events with an id starting with `slow` wait for `release`; the others are settled early.
+    struct Detaching {
+        taken: Arc<Notify>,
+        release: Arc<Notify>,
+    }
+
+    impl Service for Detaching {
+        fn settle_early(&mut self, batch: &[Arc<ChaosEvent>]) -> Vec<Option<Outcome>> {
+            batch
+                .iter()
+                .map(|e| (!e.id.starts_with("slow")).then_some(Outcome::Done))
+                .collect()
+        }
+
+        fn detach(
+            &mut self,
+            batch: &[Arc<ChaosEvent>],
+        ) -> Option<BoxFuture<'static, Vec<Outcome>>> {
+            let slow = batch.iter().any(|e| e.id.starts_with("slow"));
+            if slow {
+                self.taken.notify_one();
+            }
+            let release = self.release.clone();
+            let n = batch.len();
+            Some(Box::pin(async move {
+                if slow {
+                    release.notified().await;
+                }
+                vec![Outcome::Done; n]
+            }))
+        }
+
+        async fn process(&mut self, _batch: &[Arc<ChaosEvent>]) -> Vec<Outcome> {
+            unreachable!("detach is used")
+        }
+
+        fn probe(&self) -> Probe {
+            Arc::new(|| Box::pin(async { Ok(()) }))
+        }
+    }
+
+    #[tokio::test]
+    async fn detached_calls_do_not_hold_up_the_next_batches() {
+        let (taken, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let metrics = SinkMetrics::new(&prometheus::Registry::new()).unwrap();
+        let backend = BackendHandle::spawn(
+            "test",
+            Detaching {
+                taken: taken.clone(),
+                release: release.clone(),
+            },
+            &metrics,
+            16,
+            100,
+            Duration::from_secs(30),
+        );
+        let slow = tokio::spawn({
+            let backend = backend.clone();
+            async move { backend.submit(vec![event("slow-1")]).await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), taken.notified())
+            .await
+            .expect("the slow batch is taken");
+        // Later batches are answered while the slow one's calls are in flight.
+        let fast = tokio::time::timeout(
+            Duration::from_secs(10),
+            backend.submit(vec![event("fast-1"), event("fast-2")]),
+        )
+        .await
+        .expect("an early-settled batch is answered while another batch is in flight");
+        assert!(matches!(fast, Ok(ref o) if o == &vec![Outcome::Done, Outcome::Done]));
+        assert!(!slow.is_finished(), "the slow batch waits for its calls");
+        release.notify_one();
+        let slow = tokio::time::timeout(Duration::from_secs(10), slow)
+            .await
+            .expect("the slow batch is answered once its calls finish")
+            .unwrap();
+        assert!(matches!(slow, Ok(ref o) if o == &vec![Outcome::Done]));
+    }
 }

@@ -41,8 +41,8 @@ pub struct PushgatewayConfig {
     #[serde(default)]
     pub delete_after: f64,
     /// The outcome is pushed before `experiment.finished` is acknowledged; the in-progress and
-    /// activity series are pushed with it, or by a flush (within 1 s for a new run, then every
-    /// `flush_interval` seconds; default 5; 0: push on every event before acknowledging it).
+    /// activity series are pushed with it, or by a flush `flush_interval` seconds after the run's
+    /// first unpushed change (default 5; 0: push on every event before acknowledging it).
     #[serde(default = "default_flush_interval")]
     pub flush_interval: f64,
     /// Basic auth user (Pushgateway `--web.config.file`).

@@ -5,6 +5,12 @@
 //! those families in the group and keeps the others, so a redelivered event pushes the same values
 //! again (idempotent), and after a restart of the sink a late event cannot wipe what an earlier
 //! process pushed (a `PUT` would).
+//!
+//! The calls are made by `PUSH_CONCURRENCY` worker tasks; a group always goes to the same worker,
+//! which makes its calls one after the other, so the pushes and the delete of a group reach the
+//! Pushgateway in the order they were made (a body rendered earlier never overwrites a later one).
+//! The service's task only renders bodies and keeps the state: it takes new batches (and answers
+//! start and activity events) while pushes are in flight.
 
 use super::encoding::{ActivityRecord, RunMetrics, group_segment, render};
 use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
@@ -13,13 +19,15 @@ use crate::events::{ChaosEvent, EventKind};
 use crate::metrics::BackendCounters;
 use crate::state::{RunLimits, RunMap};
 use base64::Engine as _;
-use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use shared::metrics::TEXT_CONTENT_TYPE;
 use shared::retry::RetryPolicy;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
 struct PgRun {
@@ -53,6 +61,95 @@ pub struct PushgatewayService {
     /// deleted when no newer run took it over).
     last_run_of_group: HashMap<String, String>,
     probe: Probe,
+    /// The push workers (started with the first call), one queue each.
+    workers: Vec<mpsc::UnboundedSender<Op>>,
+    /// Finished pushes, reported by the workers: applied by the service's task.
+    done_tx: mpsc::UnboundedSender<Pushed>,
+    done_rx: mpsc::UnboundedReceiver<Pushed>,
+    /// Runs whose group is due for deletion, in due order (`delete_after` is the same for all).
+    deletions: VecDeque<(Instant, String)>,
+}
+
+/// A call for a push worker.
+struct Op {
+    url: Url,
+    run_id: String,
+    /// `Some`: push this body (`with_outcome`: it has the run's outcome); `None`: delete the group.
+    body: Option<(bytes::Bytes, bool)>,
+    reply: Option<oneshot::Sender<Result<(), CallError>>>,
+}
+
+/// Where the result of a push that is waited for arrives.
+type PushResult = oneshot::Receiver<Result<(), CallError>>;
+
+/// A push a worker made.
+struct Pushed {
+    run_id: String,
+    ok: bool,
+    with_outcome: bool,
+}
+
+/// What a push worker needs to make calls.
+#[derive(Clone)]
+struct Caller {
+    client: reqwest::Client,
+    auth: Option<HeaderValue>,
+    policy: RetryPolicy,
+    counters: BackendCounters,
+}
+
+impl Caller {
+    async fn serve(
+        self,
+        mut ops: mpsc::UnboundedReceiver<Op>,
+        done: mpsc::UnboundedSender<Pushed>,
+    ) {
+        while let Some(op) = ops.recv().await {
+            let auth = self.auth.clone();
+            let with_auth = |req: reqwest::RequestBuilder| match &auth {
+                Some(a) => req.header(AUTHORIZATION, a.clone()),
+                None => req,
+            };
+            match op.body {
+                Some((body, with_outcome)) => {
+                    let build = || {
+                        with_auth(self.client.post(op.url.clone()))
+                            .header(CONTENT_TYPE, TEXT_CONTENT_TYPE)
+                            .body(body.clone())
+                    };
+                    let r = call(&self.policy, &self.counters, "pushgateway push", build)
+                        .await
+                        .map(|_| ());
+                    let _ = done.send(Pushed {
+                        run_id: op.run_id.clone(),
+                        ok: r.is_ok(),
+                        with_outcome,
+                    });
+                    match op.reply {
+                        Some(reply) => {
+                            let _ = reply.send(r);
+                        }
+                        None => {
+                            if let Err(e) = r {
+                                tracing::warn!(run = %op.run_id, error = %e, "cannot flush activity metrics; will retry");
+                            }
+                        }
+                    }
+                }
+                None => {
+                    let build = || with_auth(self.client.delete(op.url.clone()));
+                    match call(&self.policy, &self.counters, "pushgateway delete", build).await {
+                        Ok(_) => {
+                            tracing::debug!(run = %op.run_id, "deleted the group of a finished run")
+                        }
+                        Err(e) => {
+                            tracing::warn!(run = %op.run_id, error = %e, "cannot delete a Pushgateway group")
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl PushgatewayService {
@@ -83,6 +180,7 @@ impl PushgatewayService {
             ready,
             auth.clone().map(|v| (AUTHORIZATION, v)),
         );
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Ok(Self {
             client,
             base: cfg.pushgateway_url.clone(),
@@ -98,6 +196,10 @@ impl PushgatewayService {
             changes: Vec::new(),
             last_run_of_group: HashMap::new(),
             probe,
+            workers: Vec::new(),
+            done_tx,
+            done_rx,
+            deletions: VecDeque::new(),
         })
     }
 
@@ -122,18 +224,9 @@ impl PushgatewayService {
         u
     }
 
-    fn request(&self, method: reqwest::Method, group: &str) -> reqwest::RequestBuilder {
-        let mut req = self.client.request(method, self.url(group));
-        if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
-        }
-        req
-    }
-
     /// Applies an event to its run's metrics: `Push` for the outcome (pushed before the event is
     /// acknowledged), `Later` for the start and activity metrics (pushed with the outcome, or by
-    /// the flush: within a second for a run never pushed, else every `flush_interval`), `Nothing`
-    /// otherwise. With `flush_interval: 0` every change is pushed before its event is acknowledged.
+    /// the flush, `flush_interval` after the run's first unpushed change), `Nothing` otherwise. With `flush_interval: 0` every change is pushed before its event is acknowledged.
     ///
     /// Why: the Pushgateway applies pushes one at a time and checks every group on each, about
     /// 2–10 ms per push here; one push per event would cap the sink near 150 events/s.
@@ -161,7 +254,7 @@ impl PushgatewayService {
                 if self.flush_interval.is_zero() || run.metrics.finished.is_some() {
                     Change::Push
                 } else {
-                    // In-progress is pushed by the next flush (within a second), or together
+                    // In-progress is pushed by the flush (`flush_interval` later), or together
                     // with the outcome when the run is that short.
                     run.dirty = true;
                     run.dirty_since.get_or_insert_with(Instant::now);
@@ -199,63 +292,122 @@ impl PushgatewayService {
         }
     }
 
-    async fn push(&self, run_id: &str) -> Result<(), CallError> {
-        let Some(run) = self.runs.get(run_id) else {
-            return Ok(());
-        };
-        let body = bytes::Bytes::from(render(&run.metrics));
-        let group = run.group.clone();
-        let req = || {
-            self.request(reqwest::Method::POST, &group)
-                .header(CONTENT_TYPE, TEXT_CONTENT_TYPE)
-                .body(body.clone())
-        };
-        call(&self.policy, &self.counters, "pushgateway push", req).await?;
-        Ok(())
+    /// Hands an operation to the worker of its group (started with the first call).
+    fn send(&mut self, group: &str, op: Op) {
+        if self.workers.is_empty() {
+            let caller = Caller {
+                client: self.client.clone(),
+                auth: self.auth.clone(),
+                policy: self.policy.clone(),
+                counters: self.counters.clone(),
+            };
+            for _ in 0..PUSH_CONCURRENCY {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(caller.clone().serve(rx, self.done_tx.clone()));
+                self.workers.push(tx);
+            }
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        group.hash(&mut h);
+        let i = (h.finish() % self.workers.len() as u64) as usize;
+        if let Err(mpsc::error::SendError(op)) = self.workers[i].send(op) {
+            // The worker is gone (shutdown): the caller sees the reply dropped.
+            drop(op);
+        }
     }
 
-    fn pushed(&mut self, run_id: &str) {
-        let Some(run) = self.runs.get(run_id) else {
-            return;
-        };
+    /// Renders the run's metrics and queues the push; the receiver gets its result. The run is
+    /// clean from here on (a failed push makes it dirty again, see [`Self::settle_pushes`]).
+    fn push(
+        &mut self,
+        run_id: &str,
+        wait: bool,
+    ) -> Option<oneshot::Receiver<Result<(), CallError>>> {
+        let run = self.runs.get(run_id)?;
+        let body = bytes::Bytes::from(render(&run.metrics));
+        let with_outcome = run.metrics.finished.is_some();
         let group = run.group.clone();
-        let finished = run.metrics.finished.is_some();
-        self.last_run_of_group.insert(group, run_id.to_owned());
-        if finished && !self.delete_after.is_zero() {
-            let at = Instant::now() + self.delete_after;
-            let r = self.runs.entry(run_id, unreachable_run);
-            r.delete_at.get_or_insert(at);
-        }
+        let url = self.url(&group);
+        self.last_run_of_group
+            .insert(group.clone(), run_id.to_owned());
         let r = self.runs.entry(run_id, unreachable_run);
         r.dirty = false;
         r.dirty_since = None;
         r.last_push = Some(Instant::now());
+        let (reply, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.send(
+            &group,
+            Op {
+                url,
+                run_id: run_id.to_owned(),
+                body: Some((body, with_outcome)),
+                reply,
+            },
+        );
+        rx
     }
 
-    /// Pushes runs concurrently; returns each run's outcome.
-    async fn push_all(&mut self, runs: Vec<String>) -> HashMap<String, Outcome> {
-        let this = &*self;
-        let results: Vec<(String, Result<(), CallError>)> = futures_util::stream::iter(runs)
-            .map(|run| async move {
-                let r = this.push(&run).await;
-                (run, r)
-            })
-            .buffer_unordered(PUSH_CONCURRENCY)
-            .collect()
-            .await;
-        let mut out = HashMap::new();
-        for (run, r) in results {
-            match r {
-                Ok(()) => {
-                    self.pushed(&run);
-                    out.insert(run, Outcome::Done);
-                }
-                Err(e) => {
-                    out.insert(run, e.into());
-                }
+    /// Applies the pushes the workers finished: a finished run's group is due for deletion
+    /// `delete_after` after its outcome was pushed; a run whose push failed is pushed again by the
+    /// flush.
+    fn settle_pushes(&mut self) {
+        while let Ok(p) = self.done_rx.try_recv() {
+            let Some(run) = self.runs.get(&p.run_id) else {
+                continue;
+            };
+            if run.deleted {
+                continue;
+            }
+            let r = self.runs.entry(&p.run_id, unreachable_run);
+            if !p.ok {
+                r.dirty = true;
+                r.dirty_since.get_or_insert_with(Instant::now);
+            } else if p.with_outcome && !self.delete_after.is_zero() && r.delete_at.is_none() {
+                let at = Instant::now() + self.delete_after;
+                r.delete_at = Some(at);
+                self.deletions.push_back((at, p.run_id));
             }
         }
-        out
+    }
+
+    /// Deletes the groups that are due; a group is deleted only while no newer run took it over
+    /// (`group_by: experiment`). The calls go through the group's worker, after its pushes.
+    fn delete_due(&mut self, now: Instant) {
+        while self.deletions.front().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, run_id)) = self.deletions.pop_front() else {
+                break;
+            };
+            let Some(run) = self.runs.get(&run_id) else {
+                continue;
+            };
+            if run.deleted {
+                continue;
+            }
+            let group = run.group.clone();
+            let ours = self
+                .last_run_of_group
+                .get(&group)
+                .is_none_or(|last| last == &run_id);
+            if ours {
+                self.last_run_of_group.remove(&group);
+                let url = self.url(&group);
+                self.send(
+                    &group,
+                    Op {
+                        url,
+                        run_id: run_id.clone(),
+                        body: None,
+                        reply: None,
+                    },
+                );
+            }
+            self.runs.entry(&run_id, unreachable_run).deleted = true;
+        }
     }
 }
 
@@ -266,9 +418,6 @@ enum Change {
     Later,
     Nothing,
 }
-
-/// How long the first push of a run (its in-progress series) may wait for its outcome.
-const FIRST_FLUSH: Duration = Duration::from_secs(1);
 
 /// Pushes in flight at once (the Pushgateway applies them one by one, but requests overlap).
 const PUSH_CONCURRENCY: usize = 8;
@@ -288,6 +437,8 @@ fn unreachable_run() -> PgRun {
 
 impl Service for PushgatewayService {
     fn settle_early(&mut self, batch: &[Arc<ChaosEvent>]) -> Vec<Option<Outcome>> {
+        self.settle_pushes();
+        self.delete_due(Instant::now());
         // Apply every event now; only outcome pushes are waited for.
         self.changes = batch.iter().map(|ev| self.apply(ev)).collect();
         self.changes
@@ -299,34 +450,61 @@ impl Service for PushgatewayService {
             .collect()
     }
 
-    async fn process(&mut self, batch: &[Arc<ChaosEvent>]) -> Vec<Outcome> {
+    fn detach(&mut self, batch: &[Arc<ChaosEvent>]) -> Option<BoxFuture<'static, Vec<Outcome>>> {
         let mut changes = std::mem::take(&mut self.changes);
         if changes.len() != batch.len() {
             changes = batch.iter().map(|ev| self.apply(ev)).collect();
         }
         // Push each run with a run-level change once.
-        let mut urgent: Vec<String> = Vec::new();
+        let mut urgent: Vec<(String, Option<PushResult>)> = Vec::new();
         for (ev, change) in batch.iter().zip(&changes) {
-            if *change == Change::Push && !urgent.contains(&ev.run_id) {
-                urgent.push(ev.run_id.clone());
+            if *change == Change::Push && !urgent.iter().any(|(r, _)| r == &ev.run_id) {
+                let rx = self.push(&ev.run_id, true);
+                urgent.push((ev.run_id.clone(), rx));
             }
         }
-        let results = self.push_all(urgent).await;
-        batch
+        let slots: Vec<Option<String>> = batch
             .iter()
             .zip(changes)
-            .map(|(ev, change)| match change {
-                Change::Push => results.get(&ev.run_id).cloned().unwrap_or(Outcome::Done),
-                // Pushed with their run's next push or by the flush.
-                Change::Later | Change::Nothing => Outcome::Done,
-            })
-            .collect()
+            .map(|(ev, change)| (change == Change::Push).then(|| ev.run_id.clone()))
+            .collect();
+        Some(Box::pin(async move {
+            let mut results: HashMap<String, Outcome> = HashMap::new();
+            for (run, rx) in urgent {
+                let outcome = match rx {
+                    // The run was dropped from the state meanwhile: nothing to push.
+                    None => Outcome::Done,
+                    Some(rx) => match rx.await {
+                        Ok(Ok(())) => Outcome::Done,
+                        Ok(Err(e)) => e.into(),
+                        Err(_) => Outcome::unavailable("pushgateway stopped"),
+                    },
+                };
+                results.insert(run, outcome);
+            }
+            slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Some(run) => results.get(&run).cloned().unwrap_or(Outcome::Done),
+                    // Pushed with their run's next push or by the flush.
+                    None => Outcome::Done,
+                })
+                .collect()
+        }))
+    }
+
+    async fn process(&mut self, batch: &[Arc<ChaosEvent>]) -> Vec<Outcome> {
+        match self.detach(batch) {
+            Some(calls) => calls.await,
+            None => vec![Outcome::Done; batch.len()],
+        }
     }
 
     async fn tick(&mut self) {
+        self.settle_pushes();
         let now = Instant::now();
-        // Flush what waited long enough: a run never pushed after a second (its in-progress
-        // series; short runs are pushed once, with their outcome), others every `flush_interval`.
+        // Flush what waited `flush_interval`: the in-progress and activity series of running runs
+        // (runs shorter than that are pushed once, with their outcome).
         let flush: Vec<String> = self
             .runs
             .iter()
@@ -334,71 +512,38 @@ impl Service for PushgatewayService {
                 let waited = r
                     .dirty_since
                     .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-                let due = if r.last_push.is_none() {
-                    FIRST_FLUSH
-                } else {
-                    self.flush_interval
-                };
-                r.dirty && !r.deleted && waited >= due
+                r.dirty && !r.deleted && waited >= self.flush_interval
             })
             .map(|(id, _)| id.clone())
             .collect();
-        for (run, outcome) in self.push_all(flush).await {
-            if let Outcome::Unavailable { reason, .. } = outcome {
-                tracing::warn!(run = %run, reason = %reason, "cannot flush activity metrics; will retry");
-            }
+        for run in flush {
+            // Not waited for: failures are logged by the worker and the run stays dirty.
+            let _ = self.push(&run, false);
         }
-        let due: Vec<(String, String)> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| !r.deleted && r.delete_at.is_some_and(|t| t <= now))
-            .map(|(id, r)| (id.clone(), r.group.clone()))
-            .collect();
-        // Deletes go out in the background so batches are not held up by them; a group is
-        // deleted only while no newer run took it over (group_by: experiment).
-        let mut deletes = Vec::new();
-        for (run_id, group) in due {
-            let ours = self
-                .last_run_of_group
-                .get(&group)
-                .is_none_or(|last| last == &run_id);
-            if ours {
-                self.last_run_of_group.remove(&group);
-                deletes.push((run_id.clone(), self.url(&group)));
-            }
-            let r = self.runs.entry(&run_id, unreachable_run);
-            r.deleted = true;
-        }
-        if !deletes.is_empty() {
-            let policy = self.policy.clone();
-            let counters = self.counters.clone();
-            let client = self.client.clone();
-            let auth = self.auth.clone();
-            tokio::spawn(async move {
-                futures_util::stream::iter(deletes)
-                    .for_each_concurrent(PUSH_CONCURRENCY, |(run_id, url)| {
-                        let (policy, counters) = (policy.clone(), counters.clone());
-                        let (client, auth) = (client.clone(), auth.clone());
-                        async move {
-                            let build = || {
-                                let req = client.delete(url.clone());
-                                match &auth {
-                                    Some(a) => req.header(AUTHORIZATION, a.clone()),
-                                    None => req,
-                                }
-                            };
-                            match call(&policy, &counters, "pushgateway delete", build).await {
-                                Ok(_) => tracing::debug!(run = %run_id, "deleted the group of a finished run"),
-                                Err(e) => tracing::warn!(run = %run_id, error = %e, "cannot delete a Pushgateway group"),
-                            }
-                        }
-                    })
-                    .await;
-            });
-        }
+        self.delete_due(now);
         for (run_id, r) in self.runs.expire(now) {
             if self.last_run_of_group.get(&r.group) == Some(&run_id) {
                 self.last_run_of_group.remove(&r.group);
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        // Push what the flush has not pushed yet, and wait for the pushes (and deletes) queued.
+        self.settle_pushes();
+        let dirty: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.dirty && !r.deleted)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let waits: Vec<_> = dirty
+            .iter()
+            .filter_map(|run| self.push(run, true))
+            .collect();
+        for (run, rx) in dirty.iter().zip(waits) {
+            if let Ok(Err(e)) = rx.await {
+                tracing::warn!(run = %run, error = %e, "cannot push activity metrics at shutdown");
             }
         }
     }
