@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::iam::{Caller, authenticate};
 use crate::ids::now_ms;
-use crate::responses::{json_response, otc_error};
+use crate::responses::{json_response, json_text_response, otc_error};
 use crate::signing::parse_query;
 use crate::state::{Scope, SimState, lock};
 use crate::store::{Criteria, Query, QueryError};
@@ -19,6 +19,23 @@ use crate::traces::ApiVersion;
 
 const MAX_LIMIT: i64 = 200;
 const DEFAULT_LIMIT: usize = 10;
+
+/// The ListTraces body, `{"meta_data":{"count":N,"marker":M},"traces":[...]}` (keys sorted, as `json!` would
+/// write them), with each trace written straight from its object rather than copied into a page value first.
+fn page_body(traces: &[serde_json::Value], marker: Option<&str>) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(64 + traces.len() * 1024);
+    let meta = json!({ "count": traces.len(), "marker": marker });
+    let _ = write!(out, "{{\"meta_data\":{meta},\"traces\":[");
+    for (i, t) in traces.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{t}");
+    }
+    out.push_str("]}");
+    out
+}
 
 fn invalid(msg: &str) -> HttpResponse {
     otc_error(400, "CTS.0300", &format!("Query failed: {msg}"))
@@ -198,11 +215,32 @@ fn list(
         Ok(p) => {
             let count = p.traces.len();
             lock(&state.stats).stats.traces_served += count as u64;
-            json_response(
-                200,
-                &json!({ "traces": p.traces, "meta_data": { "count": count, "marker": p.marker } }),
-            )
+            json_text_response(200, page_body(&p.traces, p.marker.as_deref()))
         }
         Err(QueryError::UnknownMarker) => invalid("the next marker does not match any trace."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_body;
+    use serde_json::json;
+
+    #[test]
+    fn page_body_is_the_json_of_the_page() {
+        let traces = vec![
+            json!({ "trace_id": "a", "time": 2, "request": { "server": { "name": "x\"y" } } }),
+            json!({ "trace_id": "b", "code": 200 }),
+        ];
+        for marker in [Some("b"), None] {
+            let want =
+                json!({ "traces": traces, "meta_data": { "count": traces.len(), "marker": marker } })
+                    .to_string();
+            assert_eq!(page_body(&traces, marker), want);
+        }
+        assert_eq!(
+            page_body(&[], None),
+            r#"{"meta_data":{"count":0,"marker":null},"traces":[]}"#
+        );
     }
 }

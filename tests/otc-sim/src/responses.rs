@@ -25,10 +25,15 @@ fn status(code: u16) -> StatusCode {
 
 /// A JSON response with `X-Request-Id`.
 pub(crate) fn json_response(code: u16, body: &Value) -> HttpResponse {
+    json_text_response(code, body.to_string())
+}
+
+/// A JSON response with `X-Request-Id` whose body is already JSON text.
+pub(crate) fn json_text_response(code: u16, body: String) -> HttpResponse {
     HttpResponse::build(status(code))
         .insert_header(("X-Request-Id", request_id()))
         .content_type("application/json;charset=utf8")
-        .body(body.to_string())
+        .body(body)
 }
 
 /// An OTC service error: `{"error_code": ..., "error_msg": ...}` (CTS style).
