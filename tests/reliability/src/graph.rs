@@ -64,18 +64,23 @@ impl Graph {
         self.server_command(&format!("drop database {name}")).await;
     }
 
-    /// Runs a Cypher read query and returns the rows.
+    /// Runs a Cypher read query and returns every row (no row limit: the API's default is 20,000).
     pub async fn query(&self, db: &str, cypher: &str) -> Vec<Value> {
         let r = reqwest::Client::new()
             .post(format!("{}/api/v1/query/{db}", self.http))
             .basic_auth(&self.user, Some(&self.password))
-            .json(&json!({ "language": "cypher", "command": cypher }))
+            .json(&json!({ "language": "cypher", "command": cypher, "limit": -1 }))
             .send()
             .await
             .expect("ArcadeDB HTTP API");
         let status = r.status();
         let body: Value = r.json().await.expect("JSON answer");
         assert!(status.is_success(), "{cypher}: {body}");
+        assert!(
+            body["truncated"] != json!(true),
+            "{cypher}: result truncated at {}",
+            body["limit"]
+        );
         body["result"].as_array().cloned().unwrap_or_default()
     }
 
