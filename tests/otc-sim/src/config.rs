@@ -143,6 +143,10 @@ pub struct SimConfig {
     pub fault_bursts: Option<FaultBursts>,
     /// Log each request line and status on stderr (default false). Never logs headers or bodies.
     pub verbose: bool,
+    /// Keep each trace's v3 JSON text rendered at insert time, so a ListTraces page is written by
+    /// concatenating stored text (default false). Costs about 1 KB of memory per trace instead of ~60 bytes;
+    /// for benchmarks, where rendering would otherwise share the CPU with the client under test.
+    pub prerender: bool,
 }
 
 impl Default for SimConfig {
@@ -170,6 +174,7 @@ impl Default for SimConfig {
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             fault_bursts: None,
             verbose: false,
+            prerender: false,
         }
     }
 }
@@ -282,6 +287,12 @@ impl SimConfig {
     /// Request logging on stderr.
     pub fn verbose(mut self, on: bool) -> Self {
         self.verbose = on;
+        self
+    }
+
+    /// Traces' v3 JSON text rendered once at insert time (see [`SimConfig::prerender`]).
+    pub fn prerender(mut self, on: bool) -> Self {
+        self.prerender = on;
         self
     }
 

@@ -6,6 +6,8 @@
 //! page's last trace while more remain; `next=<marker>` continues after it. A trace is invisible until its
 //! `record_time` has passed.
 
+use std::sync::Arc;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
@@ -21,17 +23,18 @@ const MAX_LIMIT: i64 = 200;
 const DEFAULT_LIMIT: usize = 10;
 
 /// The ListTraces body, `{"meta_data":{"count":N,"marker":M},"traces":[...]}` (keys sorted, as `json!` would
-/// write them), with each trace written straight from its object rather than copied into a page value first.
-fn page_body(traces: &[serde_json::Value], marker: Option<&str>) -> String {
+/// write them), from each trace's JSON text (pre-rendered or rendered for this page).
+fn page_body(traces: &[Arc<str>], marker: Option<&str>) -> String {
     use std::fmt::Write;
-    let mut out = String::with_capacity(64 + traces.len() * 1024);
+    let len: usize = traces.iter().map(|t| t.len() + 1).sum();
+    let mut out = String::with_capacity(64 + len);
     let meta = json!({ "count": traces.len(), "marker": marker });
     let _ = write!(out, "{{\"meta_data\":{meta},\"traces\":[");
     for (i, t) in traces.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{t}");
+        out.push_str(t);
     }
     out.push_str("]}");
     out
@@ -225,6 +228,7 @@ fn list(
 mod tests {
     use super::page_body;
     use serde_json::json;
+    use std::sync::Arc;
 
     #[test]
     fn page_body_is_the_json_of_the_page() {
@@ -236,7 +240,8 @@ mod tests {
             let want =
                 json!({ "traces": traces, "meta_data": { "count": traces.len(), "marker": marker } })
                     .to_string();
-            assert_eq!(page_body(&traces, marker), want);
+            let texts: Vec<Arc<str>> = traces.iter().map(|t| Arc::from(t.to_string())).collect();
+            assert_eq!(page_body(&texts, marker), want);
         }
         assert_eq!(
             page_body(&[], None),

@@ -192,6 +192,9 @@ impl SimState {
         let anchor = cfg.anchor_ms.unwrap_or_else(now_ms);
         let lag = LagSettings::new(cfg.record_lag, cfg.late_fraction, cfg.late_delay);
         let mut store = TraceStore::default();
+        if cfg.prerender {
+            store.prerender(ctx.clone());
+        }
         if cfg.backfill_count > 0 {
             let window = i64::try_from(cfg.backfill_window.as_millis()).unwrap_or(i64::MAX / 4);
             let mut rng = Rng::with_seed(mix(seed, "backfill", 0));

@@ -20,6 +20,8 @@ type Key = (i64, Arc<str>);
 struct Entry {
     record_time: i64,
     body: Body,
+    /// The v3 JSON text, rendered at insert time when the store pre-renders.
+    text: Option<Arc<str>>,
 }
 
 /// All traces of the simulated project.
@@ -27,6 +29,8 @@ struct Entry {
 pub(crate) struct TraceStore {
     map: BTreeMap<Key, Entry>,
     ids: HashMap<Arc<str>, i64>,
+    /// When set, each inserted trace's v3 JSON text is rendered once with this context and kept.
+    prerender: Option<RenderCtx>,
 }
 
 /// Optional field criteria of the list query (exact matches on the rendered trace).
@@ -54,7 +58,8 @@ pub(crate) struct Query {
 /// Result of a list query.
 #[derive(Debug)]
 pub(crate) struct Page {
-    pub(crate) traces: Vec<Value>,
+    /// Each trace's JSON text, newest first.
+    pub(crate) traces: Vec<Arc<str>>,
     pub(crate) marker: Option<String>,
 }
 
@@ -65,6 +70,12 @@ pub(crate) enum QueryError {
 }
 
 impl TraceStore {
+    /// Renders the v3 JSON text of every trace inserted from now on (with `ctx`, the context the server
+    /// renders with), so pages concatenate stored text instead of rendering each trace per request.
+    pub(crate) fn prerender(&mut self, ctx: RenderCtx) {
+        self.prerender = Some(ctx);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
@@ -78,12 +89,17 @@ impl TraceStore {
         if self.ids.contains_key(&*t.id) {
             return false;
         }
+        let text = self
+            .prerender
+            .as_ref()
+            .map(|ctx| Arc::from(t.to_json(ctx, ApiVersion::V3).to_string()));
         self.ids.insert(t.id.clone(), t.time);
         self.map.insert(
             (t.time, t.id),
             Entry {
                 record_time: t.record_time,
                 body: t.body,
+                text,
             },
         );
         true
@@ -112,6 +128,35 @@ impl TraceStore {
         self.map.get(&key).map(|e| Self::stored(&key, e))
     }
 
+    /// The JSON text of a trace for `version` if it passes the criteria: the pre-rendered text when there is
+    /// one for this version (criteria are then checked on a rendering only when there are criteria).
+    fn text_if_matching(
+        key: &Key,
+        e: &Entry,
+        criteria: &Criteria,
+        ctx: &RenderCtx,
+        version: ApiVersion,
+    ) -> Option<Arc<str>> {
+        let pre = e.text.as_ref().filter(|_| version == ApiVersion::V3);
+        if let Some(text) = pre
+            && criteria.fields.is_empty()
+        {
+            return Some(text.clone());
+        }
+        let json = Self::stored(key, e).to_json(ctx, version);
+        if !criteria
+            .fields
+            .iter()
+            .all(|(f, want)| field_matches(&json, f, want))
+        {
+            return None;
+        }
+        Some(match pre {
+            Some(text) => text.clone(),
+            None => Arc::from(json.to_string()),
+        })
+    }
+
     /// Answers one page of a list query.
     pub(crate) fn page(
         &self,
@@ -122,10 +167,15 @@ impl TraceStore {
     ) -> Result<Page, QueryError> {
         let visible = |time: i64, e: &Entry| e.record_time <= q.now && time >= q.min_time;
         if let Some(id) = &q.trace_id {
-            let traces = self
-                .get(id)
-                .filter(|t| t.record_time <= q.now && t.time >= q.min_time)
-                .map(|t| t.to_json(ctx, version))
+            let time = self.ids.get(id.as_str()).copied();
+            let traces = time
+                .and_then(|time| {
+                    let key: Key = (time, Arc::from(id.as_str()));
+                    let e = self.map.get(&key)?;
+                    (e.record_time <= q.now && time >= q.min_time).then(|| {
+                        Self::text_if_matching(&key, e, &Criteria::default(), ctx, version)
+                    })?
+                })
                 .into_iter()
                 .collect();
             return Ok(Page {
@@ -165,21 +215,15 @@ impl TraceStore {
                 .rev()
                 .filter(|(k, e)| visible(k.0, e));
             for (k, e) in iter {
-                let json = Self::stored(k, e).to_json(ctx, version);
-                if !q
-                    .criteria
-                    .fields
-                    .iter()
-                    .all(|(f, want)| field_matches(&json, f, want))
-                {
+                let Some(text) = Self::text_if_matching(k, e, &q.criteria, ctx, version) else {
                     continue;
-                }
+                };
                 if traces.len() == q.limit {
                     more = true;
                     break;
                 }
                 last = Some(k.1.clone());
-                traces.push(json);
+                traces.push(text);
             }
         }
         let marker = match final_marker {
@@ -252,7 +296,10 @@ mod tests {
     fn ids(p: &Page) -> Vec<String> {
         p.traces
             .iter()
-            .map(|t| t["trace_id"].as_str().unwrap_or_default().to_string())
+            .map(|t| {
+                let v: Value = serde_json::from_str(t).expect("page trace is JSON");
+                v["trace_id"].as_str().unwrap_or_default().to_string()
+            })
             .collect()
     }
 
@@ -384,5 +431,45 @@ mod tests {
                 .expect("p")),
             ["b"]
         );
+    }
+
+    /// Pages from pre-rendered text are byte for byte the pages rendered per request, in every version, with
+    /// and without criteria, for generated and custom traces.
+    #[test]
+    fn prerendered_pages_equal_rendered_pages() {
+        use crate::generator::{LagSettings, spread};
+        use std::time::Duration;
+        let c = ctx();
+        let lag = LagSettings::new(
+            (Duration::ZERO, Duration::ZERO),
+            0.0,
+            (Duration::ZERO, Duration::ZERO),
+        );
+        let traces = spread(&mut fastrand::Rng::with_seed(7), &lag, 300, 0, 900);
+        let mut plain = TraceStore::default();
+        let mut pre = TraceStore::default();
+        pre.prerender(c.clone());
+        for t in traces.iter().cloned().chain([custom("x", 100, 100)]) {
+            assert!(plain.insert(t.clone()));
+            assert!(pre.insert(t));
+        }
+        let first = plain.infos()[0].clone();
+        let mut queries = vec![query(-1, 1_000, 200, None), query(-1, 1_000, 7, None)];
+        let mut by_service = query(-1, 1_000, 50, None);
+        let service = first.service_type.clone().expect("generated");
+        by_service.criteria.fields.push(("service_type", service));
+        queries.push(by_service);
+        let mut by_id = query(-1, 1_000, 10, None);
+        by_id.trace_id = Some(first.trace_id.clone());
+        queries.push(by_id);
+        for version in [ApiVersion::V3, ApiVersion::V2, ApiVersion::V1] {
+            for q in &queries {
+                let a = plain.page(q, &c, version, FinalMarker::Null).expect("page");
+                let b = pre.page(q, &c, version, FinalMarker::Null).expect("page");
+                assert!(!a.traces.is_empty(), "{q:?}");
+                assert_eq!(a.traces, b.traces, "{version:?} {q:?}");
+                assert_eq!(a.marker, b.marker);
+            }
+        }
     }
 }
