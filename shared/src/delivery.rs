@@ -13,6 +13,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Regi
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 use url::Url;
@@ -24,8 +25,12 @@ pub struct DeliveryConfig {
     pub sink: Url,
     /// Extra trust roots for the sink, PEM (`K_CA_CERTS`).
     pub ca_certs_pem: Option<String>,
-    /// File holding an OIDC token to send as `Authorization: Bearer` (re-read for every request).
+    /// File holding an OIDC token to send as `Authorization: Bearer` (Knative rotates it; re-read when the
+    /// copy in memory is older than `oidc_token_max_age`).
     pub oidc_token_path: PathBuf,
+    /// How long a token read from `oidc_token_path` (or its absence) is used before the file is read again
+    /// (default 1 s; zero reads it for every request).
+    pub oidc_token_max_age: Duration,
     /// Binary (default) or structured mode.
     pub mode: Mode,
     /// Timeout of one request.
@@ -40,6 +45,9 @@ pub struct DeliveryConfig {
 
 /// The default location Knative mounts the OIDC token at.
 pub const DEFAULT_OIDC_TOKEN_PATH: &str = "/oidc/token";
+
+/// How long a token read from the OIDC token file is used before the file is read again.
+pub const DEFAULT_OIDC_TOKEN_MAX_AGE: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 struct DeliveryEnv {
@@ -62,6 +70,7 @@ impl DeliveryConfig {
             sink,
             ca_certs_pem: None,
             oidc_token_path: PathBuf::from(DEFAULT_OIDC_TOKEN_PATH),
+            oidc_token_max_age: DEFAULT_OIDC_TOKEN_MAX_AGE,
             mode: Mode::Binary,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
@@ -216,6 +225,43 @@ pub struct Sender {
     client: reqwest::Client,
     config: DeliveryConfig,
     metrics: Option<DeliveryMetrics>,
+    token: Arc<TokenCache>,
+}
+
+/// The OIDC token file's `Authorization` value, read again when the copy is older than `max_age`: the file
+/// rotates (Knative), but reading it for every request costs a blocking file read per event.
+struct TokenCache {
+    path: PathBuf,
+    max_age: Duration,
+    /// When the file was last read, and the header it gave (`None`: no file or an empty one).
+    cached: Mutex<Option<(Instant, Option<HeaderValue>)>>,
+}
+
+impl TokenCache {
+    fn new(path: PathBuf, max_age: Duration) -> Self {
+        Self {
+            path,
+            max_age,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The header to send at `now`.
+    fn header_at(&self, now: Instant) -> Option<HeaderValue> {
+        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((read_at, value)) = &*cached
+            && now.saturating_duration_since(*read_at) < self.max_age
+        {
+            return value.clone();
+        }
+        let value = read_token(&self.path).and_then(|token| {
+            let mut v = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        });
+        *cached = Some((now, value.clone()));
+        value
+    }
 }
 
 impl Sender {
@@ -240,10 +286,15 @@ impl Sender {
         let client = builder
             .build()
             .map_err(|e| DeliveryError::Client(e.to_string()))?;
+        let token = Arc::new(TokenCache::new(
+            config.oidc_token_path.clone(),
+            config.oidc_token_max_age,
+        ));
         Ok(Self {
             client,
             config,
             metrics: None,
+            token,
         })
     }
 
@@ -309,9 +360,7 @@ impl Sender {
         }
         let mut headers = encoded.headers.clone();
         crate::telemetry::inject_current(&mut headers);
-        if let Some(token) = read_token(&self.config.oidc_token_path)
-            && let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}"))
-        {
+        if let Some(value) = self.token.header_at(Instant::now()) {
             headers.insert(AUTHORIZATION, value);
         }
         let response = self
@@ -432,6 +481,45 @@ mod tests {
         let mode = err(&[("K_SINK", "http://x"), ("CE_MODE", "xml")]);
         assert!(mode.starts_with("environment variable CE_MODE"), "{mode}");
         assert!(err(&[("K_SINK", "http://x"), ("K_SINK_TIMEOUT", "0")]).contains("K_SINK_TIMEOUT"));
+    }
+
+    #[test]
+    fn token_file_is_read_again_once_the_copy_is_older_than_max_age() {
+        let dir = std::env::temp_dir().join(format!("oidc-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        let cache = TokenCache::new(path.clone(), Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert!(cache.header_at(t0).is_none(), "no file, no header");
+        std::fs::write(&path, "first\n").unwrap();
+        assert!(
+            cache.header_at(t0 + Duration::from_millis(500)).is_none(),
+            "absence is kept for max_age too"
+        );
+        let first = cache.header_at(t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(first, "Bearer first");
+        assert!(first.is_sensitive());
+        std::fs::write(&path, "rotated").unwrap();
+        assert_eq!(
+            cache.header_at(t0 + Duration::from_millis(1999)).unwrap(),
+            "Bearer first"
+        );
+        assert_eq!(
+            cache.header_at(t0 + Duration::from_secs(2)).unwrap(),
+            "Bearer rotated",
+            "a rotated token is used at most max_age after the last read"
+        );
+        std::fs::write(&path, "  \n").unwrap();
+        assert!(
+            cache.header_at(t0 + Duration::from_secs(3)).is_none(),
+            "empty file, no header"
+        );
+        let every_time = TokenCache::new(path.clone(), Duration::ZERO);
+        std::fs::write(&path, "a").unwrap();
+        assert_eq!(every_time.header_at(t0).unwrap(), "Bearer a");
+        std::fs::write(&path, "b").unwrap();
+        assert_eq!(every_time.header_at(t0).unwrap(), "Bearer b");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -148,6 +148,8 @@ async fn sends_the_oidc_token_re_reading_it_and_the_mode_headers() {
     std::fs::write(&token, "first-token\n").unwrap();
     let mut cfg = config(&sink.url);
     cfg.oidc_token_path = token.clone();
+    // Read the file for every request here; the 1 s default cache is covered by the unit test in delivery.rs.
+    cfg.oidc_token_max_age = Duration::ZERO;
     let sender = Sender::new(cfg.clone()).unwrap();
     sender.send(event("1")).await.unwrap();
     std::fs::write(&token, "rotated-token").unwrap();

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesReader, Data, Event};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use std::borrow::Cow;
 use thiserror::Error;
 
 /// Why an event cannot be put on the wire.
@@ -55,7 +56,21 @@ fn check_extensions(event: &Event) -> Result<(), EncodeError> {
 
 fn header_value(value: &str) -> HeaderValue {
     // Percent-encoding leaves only visible ASCII, which is always a valid header value.
-    HeaderValue::from_str(&percent::encode(value)).unwrap_or_else(|_| HeaderValue::from_static(""))
+    match percent::encode(value) {
+        Cow::Borrowed(plain) => HeaderValue::from_str(plain),
+        Cow::Owned(escaped) => HeaderValue::from_maybe_shared(Bytes::from(escaped)),
+    }
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Like [`header_value`] for an owned value: one that needs no escaping becomes the header without a copy.
+fn header_value_owned(value: String) -> HeaderValue {
+    let escaped = match percent::encode(&value) {
+        Cow::Owned(escaped) => Some(escaped),
+        Cow::Borrowed(_) => None,
+    };
+    HeaderValue::from_maybe_shared(Bytes::from(escaped.unwrap_or(value)))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Binary mode: attributes as percent-encoded `ce-*` headers, data as the body.
@@ -70,7 +85,7 @@ pub fn encode_binary(event: &Event) -> Result<EncodedRequest, EncodeError> {
         headers.insert("ce-subject", header_value(subject));
     }
     if let Some(time) = event.time() {
-        headers.insert("ce-time", header_value(&format_time(time)));
+        headers.insert("ce-time", header_value_owned(format_time(time)));
     }
     if let Some(schema) = event.dataschema() {
         headers.insert("ce-dataschema", header_value(schema.as_str()));
@@ -78,14 +93,15 @@ pub fn encode_binary(event: &Event) -> Result<EncodedRequest, EncodeError> {
     let mut extensions: Vec<_> = event.iter_extensions().collect();
     extensions.sort_by_key(|(name, _)| *name);
     for (name, value) in extensions {
-        let text = match value {
-            ExtensionValue::String(s) => percent::encode(s).into_owned(),
-            ExtensionValue::Boolean(b) => b.to_string(),
-            ExtensionValue::Integer(i) => i.to_string(),
+        let value = match value {
+            ExtensionValue::String(s) => header_value(s),
+            ExtensionValue::Boolean(true) => HeaderValue::from_static("true"),
+            ExtensionValue::Boolean(false) => HeaderValue::from_static("false"),
+            ExtensionValue::Integer(i) => HeaderValue::from(*i),
         };
         // The name was validated above: a-z0-9 is a valid header name.
         if let Ok(header) = HeaderName::from_bytes(format!("ce-{name}").as_bytes()) {
-            headers.insert(header, header_value_raw(&text));
+            headers.insert(header, value);
         }
     }
     let (content_type, body) = match event.data() {
@@ -110,10 +126,6 @@ pub fn encode_binary(event: &Event) -> Result<EncodedRequest, EncodeError> {
         headers.insert(CONTENT_TYPE, value);
     }
     Ok(EncodedRequest { headers, body })
-}
-
-fn header_value_raw(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 fn default_content_type(data: &Data) -> &'static str {
@@ -191,10 +203,32 @@ mod tests {
         );
         assert_eq!(enc.headers["ce-time"], "2024-05-01T12:00:00Z");
         assert_eq!(enc.headers["ce-attempt"], "3");
+        assert_eq!(enc.headers["ce-tenant"], "p1");
         assert_eq!(enc.headers["content-type"], "application/json");
         assert!(enc.headers.get("ce-datacontenttype").is_none());
         let body: serde_json::Value = serde_json::from_slice(&enc.body).unwrap();
         assert_eq!(body["code"], 200);
+    }
+
+    #[test]
+    fn binary_extension_values_are_encoded_by_type() {
+        let mut event = sample();
+        event.set_extension("note", "50% \"off\" für alle");
+        event.set_extension("flag", true);
+        event.set_extension("negative", -7i64);
+        let enc = encode_binary(&event).unwrap();
+        assert_eq!(
+            enc.headers["ce-note"],
+            "50%25%20%22off%22%20f%C3%BCr%20alle"
+        );
+        assert_eq!(enc.headers["ce-flag"], "true");
+        assert_eq!(enc.headers["ce-negative"], "-7");
+        assert_eq!(enc.headers["ce-id"], "t-1");
+        let back = round_trip(&enc);
+        assert_eq!(
+            back[0].extension("note"),
+            Some(&ExtensionValue::String("50% \"off\" für alle".into()))
+        );
     }
 
     #[test]
