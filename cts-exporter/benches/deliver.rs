@@ -95,6 +95,7 @@ async fn sim(traces: usize) -> OtcSim {
         .seed(2024)
         .anchor_ms(otc_sim::now_ms() - 30_000)
         .backfill(traces, WINDOW - Duration::from_secs(60))
+        .prerender(true)
         .workers(1)
         .start()
         .await
