@@ -198,7 +198,10 @@ async fn run() {
         None => None,
     };
     let pgw_cfg = pgw.as_ref().map(|u| {
-        format!("pushgateway:\n  pushgateway_url: {u}\n  job: chaos_bench\n  delete_after: 1\n")
+        format!(
+            "pushgateway:\n  pushgateway_url: {u}\n  job: chaos_bench\n  delete_after: {}\n",
+            env_usize("BENCH_PG_DELETE_AFTER", 1)
+        )
     });
     match (&influx_cfg, &pgw_cfg) {
         (Some(i), Some(p)) => scenarios.push((
