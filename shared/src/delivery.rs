@@ -386,7 +386,7 @@ impl Sender {
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         // Read the body (so the connection is reused) but keep only its start for errors.
         let body = response.bytes().await.unwrap_or_default();
-        let snippet: String = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
+        let snippet = || String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
         match classify_status(status) {
             StatusClass::Success => Ok(Delivered {
                 status,
@@ -395,13 +395,13 @@ impl Sender {
             StatusClass::Retryable => Err(Failure::Transient {
                 error: DeliveryError::Rejected {
                     status,
-                    body: snippet,
+                    body: snippet(),
                 },
                 retry_after,
             }),
             StatusClass::Permanent => Err(Failure::Permanent(DeliveryError::Rejected {
                 status,
-                body: snippet,
+                body: snippet(),
             })),
         }
     }
