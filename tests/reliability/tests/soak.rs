@@ -24,9 +24,18 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// An RFC 3339 time as ArcadeDB prints it (`...Z` or `...Z[Etc/UTC]`), epoch ms.
+/// An RFC 3339 time as ArcadeDB prints it (`...Z` or `...Z[Etc/UTC]`; Java leaves out zero
+/// seconds: `2026-11-23T14:03Z`), epoch ms.
 fn parse_time(s: &str) -> Option<i64> {
     let s = s.split('[').next()?;
+    let padded;
+    let s = match s.split_once('T') {
+        Some((_, clock)) if clock.len() == 6 && clock.ends_with('Z') => {
+            padded = format!("{}:00Z", &s[..s.len() - 1]);
+            padded.as_str()
+        }
+        _ => s,
+    };
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
         .ok()
@@ -35,6 +44,19 @@ fn parse_time(s: &str) -> Option<i64> {
                 .ok()
                 .map(|t| t.and_utc().timestamp_millis())
         })
+}
+
+#[test]
+fn parses_arcadedb_times() {
+    assert_eq!(
+        parse_time("2026-11-23T14:03Z[Etc/UTC]"),
+        parse_time("2026-11-23T14:03:00Z")
+    );
+    assert_eq!(
+        parse_time("2026-11-23T13:09:26.300320957Z[Etc/UTC]"),
+        Some(1_795_439_366_300)
+    );
+    assert!(parse_time("2026-11-23T13:00:00.123Z").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
