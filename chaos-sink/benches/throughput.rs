@@ -4,19 +4,30 @@
 //! # with the real InfluxDB and Pushgateway of the test stack (see chaos-sink/README.md):
 //! TEST_INFLUX_URL=http://127.0.0.1:8086 TEST_PUSHGATEWAY_URL=http://127.0.0.1:9091 \
 //!   cargo bench -p chaos-sink --bench throughput
-//! # knobs: BENCH_RUNS (default 300 runs of 20 events), BENCH_CONCURRENCY (default 64 runs at once),
+//! # knobs: BENCH_PROFILE (both | reference | short, default both), BENCH_ACTIVITIES (method
+//! #        activities of the reference profile, default 50), BENCH_RUNS (runs per scenario, default
+//! #        150 reference / 300 short), BENCH_CONCURRENCY (default 64 runs at once),
 //! #        BENCH_ONLY (run the scenarios whose name contains it), BENCH_PG_DELETE_AFTER (default 1)
 //! ```
 //!
-//! Each scenario replays full Chaos Toolkit runs (the `passing` fixture, a new run id each) from
-//! `BENCH_CONCURRENCY` concurrent senders; a sender posts the events of a run one after the other
-//! (as the control does) in structured mode and waits for the 202. Grafana and the OTLP collector
-//! are in-process FAKES; InfluxDB and the Pushgateway are the real servers.
+//! Two run profiles, each through every scenario:
+//! - `reference`: the experiment of the control's overhead benchmark (`chaos-sink/control/bench`):
+//!   `BENCH_ACTIVITIES` (50) actions in the method, inside the `passing` fixture's frame
+//!   (experiment, steady-state hypothesis before and after with one probe each, one rollback):
+//!   116 events per run.
+//! - `short`: the `passing` fixture as it is (2 method activities, 20 events per run), a stress
+//!   profile: 6 times as many runs, hence Pushgateway pushes, per event.
+//!
+//! Each scenario replays full Chaos Toolkit runs (a new run id each) from `BENCH_CONCURRENCY`
+//! concurrent senders; a sender posts the events of a run one after the other (as the control
+//! does) in structured mode and waits for the 202. Grafana and the OTLP collector are in-process
+//! FAKES; InfluxDB and the Pushgateway are the real servers.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::{FakeGrafana, Sink, as_run, influx_db, pushgateway_wipe, run_events};
+use serde_json::{Value, json};
 use shared::testkit::ScriptedSink;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +39,7 @@ struct Figures {
     p99: Duration,
     max: Duration,
     errors: usize,
-    /// p99 of the run-end events (`experiment.finished`, 1 in 20) and of the others.
+    /// p99 of the run-end events (`experiment.finished`, 1 per run) and of the others.
     p99_end: Duration,
     p99_other: Duration,
 }
@@ -101,17 +112,100 @@ async fn replay(sink: &Sink, runs: &[Vec<bytes::Bytes>], concurrency: usize) -> 
     }
 }
 
-fn workload(n: usize, tag: &str) -> Vec<Vec<bytes::Bytes>> {
+/// The time format of the fixtures' events (`2026-11-23T09:29:52.876732Z`).
+const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+fn parse_time(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_default())
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+fn format_time(t: chrono::DateTime<chrono::Utc>) -> Value {
+    json!(t.format(TIME_FORMAT).to_string())
+}
+
+/// A run of `activities` method activities in the frame of the `passing` fixture: its events
+/// before `method.started` and from `method.finished` on are kept, its method activities are
+/// repeated (renamed after the first round) with times spread evenly over the method's window.
+/// With the fixture's own count (2) this is the fixture as it is.
+fn run_template(activities: usize) -> Vec<Value> {
     let base = run_events("passing");
+    let is = |e: &Value, ty: &str| e["type"] == json!(format!("org.chaostoolkit.{ty}"));
+    let begin = base.iter().position(|e| is(e, "method.started")).unwrap() + 1;
+    let end = base.iter().position(|e| is(e, "method.finished")).unwrap();
+    let pairs: Vec<&[Value]> = base[begin..end].chunks(2).collect();
+    if activities == pairs.len() {
+        return base;
+    }
+    let window_start = parse_time(&base[begin - 1]["time"]);
+    let window = parse_time(&base[end]["time"]) - window_start;
+    let slot = window / i32::try_from(activities.max(1)).unwrap();
+    let mut run = base[..begin].to_vec();
+    for k in 0..activities {
+        let pair = pairs[k % pairs.len()];
+        let announced = window_start + slot * i32::try_from(k).unwrap() + slot / 20;
+        let real_start = announced - chrono::TimeDelta::microseconds(43);
+        let finished = window_start + slot * i32::try_from(k + 1).unwrap() - slot / 20;
+        for (j, template) in pair.iter().enumerate() {
+            let mut e = template.clone();
+            // Unique in the run; `as_run` puts the run's prefix in the first 8 characters.
+            e["id"] = json!(format!("00000000-b000-5000-8000-{:012x}", 2 * k + j));
+            if k >= pairs.len() {
+                let name = e["data"]["name"].as_str().unwrap_or_default().to_owned();
+                e["data"]["name"] = json!(format!("{name}-{}", k / pairs.len()));
+            }
+            if j == 0 {
+                e["time"] = format_time(announced);
+                e["data"]["start"] = format_time(announced);
+            } else {
+                e["time"] = format_time(finished);
+                e["data"]["start"] = format_time(real_start);
+                e["data"]["end"] = format_time(finished);
+                e["data"]["duration"] = json!((finished - real_start).as_seconds_f64());
+            }
+            run.push(e);
+        }
+    }
+    run.extend_from_slice(&base[end..]);
+    run
+}
+
+/// `n` runs of `template`, each with its own run id, as request bodies.
+fn workload(template: &[Value], n: usize, tag: &str) -> Vec<Vec<bytes::Bytes>> {
     (0..n)
         .map(|i| {
             let run_id = format!("{:08x}-{}-4000-8000-{:012x}", i, &tag[..4], i);
-            as_run(&base, &run_id, None)
+            as_run(template, &run_id, None)
                 .into_iter()
                 .map(|e| bytes::Bytes::from(e.to_string()))
                 .collect()
         })
         .collect()
+}
+
+/// The Pushgateway's own count of (pushes, deletes) it answered, from its `/metrics`.
+async fn pushgateway_requests(url: &str) -> (f64, f64) {
+    let Ok(resp) = reqwest::get(format!("{url}/metrics")).await else {
+        return (0.0, 0.0);
+    };
+    let text = resp.text().await.unwrap_or_default();
+    let mut counts = (0.0, 0.0);
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("pushgateway_http_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once(' ') else {
+            continue;
+        };
+        let v: f64 = value.parse().unwrap_or(0.0);
+        if labels.contains("handler=\"push\"") {
+            counts.0 += v;
+        } else if labels.contains("handler=\"delete\"") {
+            counts.1 += v;
+        }
+    }
+    counts
 }
 
 /// Per backend: (sum of batch seconds, batches, events in batches), from the sink's `/metrics`.
@@ -167,9 +261,38 @@ fn main() {
     rt.block_on(run());
 }
 
+/// A run shape: its name and method activities, and how many runs each scenario replays.
+struct Profile {
+    name: &'static str,
+    activities: usize,
+    runs: usize,
+}
+
 async fn run() {
-    let runs = env_usize("BENCH_RUNS", 300);
+    let runs = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let concurrency = env_usize("BENCH_CONCURRENCY", 64);
+    let selected = std::env::var("BENCH_PROFILE").unwrap_or_else(|_| "both".into());
+    let profiles: Vec<Profile> = [
+        Profile {
+            name: "reference",
+            activities: env_usize("BENCH_ACTIVITIES", 50),
+            runs: runs.unwrap_or(150),
+        },
+        Profile {
+            name: "short",
+            activities: 2,
+            runs: runs.unwrap_or(300),
+        },
+    ]
+    .into_iter()
+    .filter(|p| selected == "both" || selected == p.name)
+    .collect();
+    if profiles.is_empty() {
+        eprintln!("BENCH_PROFILE={selected}: expected both, reference or short");
+        std::process::exit(2);
+    }
     let influx = std::env::var("TEST_INFLUX_URL")
         .ok()
         .filter(|v| !v.is_empty());
@@ -181,14 +304,6 @@ async fn run() {
     let grafana_cfg = format!("grafana:\n  - url: {}\n    api_token: bench\n", grafana.url);
     let otlp_cfg = format!("tracing:\n  endpoint: {}\n", collector.url);
 
-    println!(
-        "chaos-sink throughput: {runs} runs x 20 events, {concurrency} concurrent senders, {} CPUs",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!(
-        "{:<28} {:>8} {:>10} {:>9} {:>9} {:>9} {:>7}",
-        "scenario", "events", "events/s", "p50 ms", "p99 ms", "max ms", "errors"
-    );
     let mut scenarios: Vec<(&str, String)> = Vec::new();
     let influx_cfg = match &influx {
         Some(u) => {
@@ -225,47 +340,85 @@ async fn run() {
     scenarios.push(("no backend (validation)", String::from("sink: {}\n")));
 
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    for (i, (name, yaml)) in scenarios.iter().enumerate() {
-        if !only.is_empty() && !name.contains(only.as_str()) {
-            continue;
-        }
-        if let Some(u) = &pgw {
-            pushgateway_wipe(u).await;
-        }
-        let sink = Sink::start_yaml(yaml);
-        // Warm-up: connections, caches.
-        let warm = workload(8, &format!("{:04x}", 0xf000 + i));
-        replay(&sink, &warm, 8).await;
-        let work = workload(runs, &format!("{:04x}", 0xa000 + i));
-        let before = backend_batches(&sink).await;
-        let f = replay(&sink, &work, concurrency).await;
-        let after = backend_batches(&sink).await;
+    for (pi, profile) in profiles.iter().enumerate() {
+        let template = run_template(profile.activities);
         println!(
-            "{:<28} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
-            name,
-            f.events,
-            f.events as f64 / f.elapsed.as_secs_f64(),
-            f.p50.as_secs_f64() * 1e3,
-            f.p99.as_secs_f64() * 1e3,
-            f.max.as_secs_f64() * 1e3,
-            f.errors
+            "\nprofile {}: {} runs x {} events ({} method activities), {concurrency} concurrent senders, {} CPUs",
+            profile.name,
+            profile.runs,
+            template.len(),
+            profile.activities,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        let mut detail = format!(
-            "    p99 ms: run end {:.2}, others {:.2}; batches (mean ms / events):",
-            f.p99_end.as_secs_f64() * 1e3,
-            f.p99_other.as_secs_f64() * 1e3
+        println!(
+            "{:<26} {:>7} {:>9} {:>8} {:>8} {:>9} {:>8} {:>7} {:>6}",
+            "scenario",
+            "events",
+            "events/s",
+            "p50 ms",
+            "p99 ms",
+            "p99 end",
+            "max ms",
+            "push/s",
+            "errors"
         );
-        for (backend, (secs, n, events)) in &after {
-            let (s0, n0, e0) = before.get(backend).copied().unwrap_or_default();
-            let n = (n - n0).max(1.0);
-            detail.push_str(&format!(
-                " {backend} {:.2} / {:.1}",
-                (secs - s0) / n * 1e3,
-                (events - e0) / n
-            ));
+        for (i, (name, yaml)) in scenarios.iter().enumerate() {
+            if !only.is_empty() && !name.contains(only.as_str()) {
+                continue;
+            }
+            if let Some(u) = &pgw {
+                pushgateway_wipe(u).await;
+            }
+            let sink = Sink::start_yaml(yaml);
+            // Warm-up: connections, caches.
+            let warm = workload(&template, 8, &format!("{:04x}", 0xf000 + 16 * pi + i));
+            replay(&sink, &warm, 8).await;
+            let work = workload(
+                &template,
+                profile.runs,
+                &format!("{:04x}", 0xa000 + 16 * pi + i),
+            );
+            let before = backend_batches(&sink).await;
+            let pg_before = match &pgw {
+                Some(u) => pushgateway_requests(u).await,
+                None => (0.0, 0.0),
+            };
+            let f = replay(&sink, &work, concurrency).await;
+            let pg_after = match &pgw {
+                Some(u) => pushgateway_requests(u).await,
+                None => (0.0, 0.0),
+            };
+            let after = backend_batches(&sink).await;
+            let secs = f.elapsed.as_secs_f64();
+            println!(
+                "{:<26} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>9.2} {:>8.2} {:>7.1} {:>6}",
+                name,
+                f.events,
+                f.events as f64 / secs,
+                f.p50.as_secs_f64() * 1e3,
+                f.p99.as_secs_f64() * 1e3,
+                f.p99_end.as_secs_f64() * 1e3,
+                f.max.as_secs_f64() * 1e3,
+                (pg_after.0 - pg_before.0) / secs,
+                f.errors
+            );
+            let mut detail = format!(
+                "    p99 ms others {:.2}; pushgateway deletes/s {:.1}; batches (mean ms / events):",
+                f.p99_other.as_secs_f64() * 1e3,
+                (pg_after.1 - pg_before.1) / secs
+            );
+            for (backend, (secs, n, events)) in &after {
+                let (s0, n0, e0) = before.get(backend).copied().unwrap_or_default();
+                let n = (n - n0).max(1.0);
+                detail.push_str(&format!(
+                    " {backend} {:.2} / {:.1}",
+                    (secs - s0) / n * 1e3,
+                    (events - e0) / n
+                ));
+            }
+            println!("{detail}");
+            sink.stop().await;
         }
-        println!("{detail}");
-        sink.stop().await;
     }
     if let Some(u) = &pgw {
         pushgateway_wipe(u).await;
