@@ -299,48 +299,51 @@ async fn run() {
     let pgw = std::env::var("TEST_PUSHGATEWAY_URL")
         .ok()
         .filter(|v| !v.is_empty());
-    let grafana = FakeGrafana::start("Bearer bench");
-    let collector = ScriptedSink::start().unwrap();
-    let grafana_cfg = format!("grafana:\n  - url: {}\n    api_token: bench\n", grafana.url);
-    let otlp_cfg = format!("tracing:\n  endpoint: {}\n", collector.url);
-
-    let mut scenarios: Vec<(&str, String)> = Vec::new();
-    let influx_cfg = match &influx {
-        Some(u) => {
-            let db = influx_db(u, "bench").await;
-            Some(format!("influxdb:\n  url: {u}\n  database: {db}\n"))
-        }
-        None => None,
-    };
-    let pgw_cfg = pgw.as_ref().map(|u| {
-        format!(
-            "pushgateway:\n  pushgateway_url: {u}\n  job: chaos_bench\n  delete_after: {}\n",
-            env_usize("BENCH_PG_DELETE_AFTER", 1)
-        )
-    });
-    match (&influx_cfg, &pgw_cfg) {
-        (Some(i), Some(p)) => scenarios.push((
-            "all four backends",
-            format!("{i}{grafana_cfg}{p}{otlp_cfg}"),
-        )),
-        _ => println!("(all four: skipped, TEST_INFLUX_URL and TEST_PUSHGATEWAY_URL are needed)"),
-    }
-    if let Some(i) = &influx_cfg {
-        scenarios.push((
-            "all but the pushgateway",
-            format!("{i}{grafana_cfg}{otlp_cfg}"),
-        ));
-        scenarios.push(("influxdb (real 1.x)", i.clone()));
-    }
-    scenarios.push(("grafana (fake)", grafana_cfg.clone()));
-    if let Some(p) = &pgw_cfg {
-        scenarios.push(("pushgateway (real)", p.clone()));
-    }
-    scenarios.push(("otlp (fake collector)", otlp_cfg.clone()));
-    scenarios.push(("no backend (validation)", String::from("sink: {}\n")));
-
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     for (pi, profile) in profiles.iter().enumerate() {
+        // Fresh fakes per profile: the Grafana fake's search scans every annotation it holds.
+        let grafana = FakeGrafana::start("Bearer bench");
+        let collector = ScriptedSink::start().unwrap();
+        let grafana_cfg = format!("grafana:\n  - url: {}\n    api_token: bench\n", grafana.url);
+        let otlp_cfg = format!("tracing:\n  endpoint: {}\n", collector.url);
+
+        let mut scenarios: Vec<(&str, String)> = Vec::new();
+        let influx_cfg = match &influx {
+            Some(u) => {
+                let db = influx_db(u, "bench").await;
+                Some(format!("influxdb:\n  url: {u}\n  database: {db}\n"))
+            }
+            None => None,
+        };
+        let pgw_cfg = pgw.as_ref().map(|u| {
+            format!(
+                "pushgateway:\n  pushgateway_url: {u}\n  job: chaos_bench\n  delete_after: {}\n",
+                env_usize("BENCH_PG_DELETE_AFTER", 1)
+            )
+        });
+        match (&influx_cfg, &pgw_cfg) {
+            (Some(i), Some(p)) => scenarios.push((
+                "all four backends",
+                format!("{i}{grafana_cfg}{p}{otlp_cfg}"),
+            )),
+            _ => {
+                println!("(all four: skipped, TEST_INFLUX_URL and TEST_PUSHGATEWAY_URL are needed)")
+            }
+        }
+        if let Some(i) = &influx_cfg {
+            scenarios.push((
+                "all but the pushgateway",
+                format!("{i}{grafana_cfg}{otlp_cfg}"),
+            ));
+            scenarios.push(("influxdb (real 1.x)", i.clone()));
+        }
+        scenarios.push(("grafana (fake)", grafana_cfg.clone()));
+        if let Some(p) = &pgw_cfg {
+            scenarios.push(("pushgateway (real)", p.clone()));
+        }
+        scenarios.push(("otlp (fake collector)", otlp_cfg.clone()));
+        scenarios.push(("no backend (validation)", String::from("sink: {}\n")));
+
         let template = run_template(profile.activities);
         println!(
             "\nprofile {}: {} runs x {} events ({} method activities), {concurrency} concurrent senders, {} CPUs",
@@ -419,10 +422,10 @@ async fn run() {
             println!("{detail}");
             sink.stop().await;
         }
+        grafana.stop().await;
+        collector.stop().await;
     }
     if let Some(u) = &pgw {
         pushgateway_wipe(u).await;
     }
-    grafana.stop().await;
-    collector.stop().await;
 }
