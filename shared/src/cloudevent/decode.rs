@@ -65,7 +65,8 @@ where
     for (name, value) in headers {
         if name.eq_ignore_ascii_case("content-type") {
             content_type = Some(String::from_utf8_lossy(value).into_owned());
-        } else if name.len() > 3 && name[..3].eq_ignore_ascii_case("ce-") {
+        } else if name.len() >= 3 && name[..3].eq_ignore_ascii_case("ce-") {
+            // A bare `ce-` names an empty attribute: refused by validate_name, not ignored.
             ce_headers.push((name[3..].to_ascii_lowercase(), value));
         }
     }
@@ -254,12 +255,14 @@ mod tests {
                 .is_unsupported_media_type()
         );
 
-        let mut h = MIN.to_vec();
-        h.push(("ce-bad_name", "x"));
-        assert!(matches!(
-            decode(&h, "").unwrap_err(),
-            DecodeError::InvalidName(_)
-        ));
+        for bad in ["ce-bad_name", "ce-", "CE-"] {
+            let mut h = MIN.to_vec();
+            h.push((bad, "x"));
+            assert!(
+                matches!(decode(&h, "").unwrap_err(), DecodeError::InvalidName(_)),
+                "{bad}"
+            );
+        }
 
         let mut h = MIN.to_vec();
         h.push(("content-type", "application/json"));
