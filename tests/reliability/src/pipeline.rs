@@ -162,15 +162,20 @@ pub fn saved_cursor_ms(path: &Path) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-/// Runs the exporter `--once` to completion and asserts exit 0.
-pub async fn exporter_once(vars: &Vars, dir: &Path) -> Proc {
-    let mut p = Proc::spawn(
+/// Starts the exporter `--once` without waiting for it.
+pub fn spawn_exporter_once(vars: &Vars, dir: &Path) -> Proc {
+    Proc::spawn(
         "cts-exporter",
         &binary("cts-exporter"),
         &["--once"],
         vars,
         dir,
-    );
+    )
+}
+
+/// Runs the exporter `--once` to completion and asserts exit 0.
+pub async fn exporter_once(vars: &Vars, dir: &Path) -> Proc {
+    let mut p = spawn_exporter_once(vars, dir);
     let status = p.wait(Duration::from_secs(120)).await;
     assert!(
         status.success(),

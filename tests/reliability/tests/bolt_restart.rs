@@ -6,7 +6,7 @@ use otc_sim::{Fault, FaultTarget};
 use reliability_tests::figures::{histogram_quantile, metric_sum};
 use reliability_tests::pipeline::{self, SinkProc};
 use reliability_tests::servers::ArcadeDb;
-use reliability_tests::{Figures, Proc, TempDir, binary};
+use reliability_tests::{Figures, TempDir};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -44,10 +44,7 @@ async fn bolt_server_killed_and_restarted_mid_load() {
     .await;
     sink.wait_ready(Duration::from_secs(30)).await;
     let broker = pipeline::broker(&sink.url(), 60, 16);
-    let mut exporter = Proc::spawn(
-        "cts-exporter",
-        &binary("cts-exporter"),
-        &["--once"],
+    let mut exporter = pipeline::spawn_exporter_once(
         &pipeline::with(
             pipeline::exporter_vars(&sim, dir.path(), &broker.url()),
             &[("CTS_PAGE_SIZE", &PAGE.to_string())],

@@ -5,7 +5,7 @@
 use otc_sim::{Fault, FaultTarget};
 use reliability_tests::graph::Graph;
 use reliability_tests::pipeline::{self, SinkProc};
-use reliability_tests::{Figures, Proc, TempDir, binary};
+use reliability_tests::{Figures, TempDir};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -41,10 +41,7 @@ async fn neo4j_sink_sigtermed_mid_load_and_restarted() {
     .await;
     sink.wait_ready(Duration::from_secs(30)).await;
     let broker = pipeline::broker(&sink.url(), 30, 16);
-    let mut exporter = Proc::spawn(
-        "cts-exporter",
-        &binary("cts-exporter"),
-        &["--once"],
+    let mut exporter = pipeline::spawn_exporter_once(
         &pipeline::with(
             pipeline::exporter_vars(&sim, dir.path(), &broker.url()),
             &[("CTS_PAGE_SIZE", &PAGE.to_string())],
