@@ -402,3 +402,101 @@ impl Default for TestCa {
         Self::new()
     }
 }
+
+/// ArcadeDB (the test stack's Bolt server) read back over its HTTP API rather than through a Bolt
+/// driver: a database per test, Cypher reads with every row.
+#[derive(Clone, Debug)]
+pub struct ArcadeHttp {
+    /// `http://127.0.0.1:<port>`.
+    pub http: String,
+    /// Bolt URI (`bolt://127.0.0.1:<port>`).
+    pub bolt: String,
+    /// User.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+impl ArcadeHttp {
+    /// The stack's ArcadeDB (`TEST_BOLT_URI`, `TEST_ARCADEDB_HTTP`, `TEST_BOLT_USER`,
+    /// `TEST_BOLT_PASSWORD`), or `None` (test skipped) when not started and not required.
+    pub fn from_env() -> Option<Self> {
+        let bolt = require_env("TEST_BOLT_URI", "Bolt server (ArcadeDB)")?;
+        let http = require_env("TEST_ARCADEDB_HTTP", "ArcadeDB HTTP API")?;
+        Some(Self {
+            http,
+            bolt,
+            user: std::env::var("TEST_BOLT_USER").unwrap_or_else(|_| "root".into()),
+            password: std::env::var("TEST_BOLT_PASSWORD").unwrap_or_default(),
+        })
+    }
+
+    /// The Bolt host:port.
+    pub fn bolt_addr(&self) -> String {
+        self.bolt
+            .split_once("://")
+            .map_or(self.bolt.clone(), |(_, a)| {
+                a.trim_end_matches('/').to_owned()
+            })
+    }
+
+    async fn server_command(&self, command: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/server", self.http))
+            .basic_auth(&self.user, Some(&self.password))
+            .json(&serde_json::json!({ "command": command }))
+            .send()
+            .await
+            .expect("ArcadeDB HTTP API");
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "{command}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    /// Creates a fresh, empty database named `<prefix>_<pid>_<n>`.
+    pub async fn fresh_db(&self, prefix: &str) -> String {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        self.server_command(&format!("create database {name}"))
+            .await;
+        name
+    }
+
+    /// Drops a database.
+    pub async fn drop_db(&self, name: &str) {
+        self.server_command(&format!("drop database {name}")).await;
+    }
+
+    /// Runs a Cypher read query and returns every row (no row limit: the API's default is 20,000).
+    pub async fn query(&self, db: &str, cypher: &str) -> Vec<serde_json::Value> {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/query/{db}", self.http))
+            .basic_auth(&self.user, Some(&self.password))
+            .json(&serde_json::json!({ "language": "cypher", "command": cypher, "limit": -1 }))
+            .send()
+            .await
+            .expect("ArcadeDB HTTP API");
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.expect("JSON answer");
+        assert!(status.is_success(), "{cypher}: {body}");
+        assert!(
+            body["truncated"] != serde_json::json!(true),
+            "{cypher}: result truncated at {}",
+            body["limit"]
+        );
+        body["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Runs `... RETURN count(*) AS c` and returns `c`.
+    pub async fn count(&self, db: &str, cypher: &str) -> i64 {
+        let rows = self.query(db, cypher).await;
+        rows.first().and_then(|r| r["c"].as_i64()).unwrap_or(0)
+    }
+}

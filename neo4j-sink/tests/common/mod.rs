@@ -9,95 +9,32 @@ use prometheus::Registry;
 use serde_json::{Value, json};
 use shared::cloudevent::{Event, EventBuilder, EventBuilderV10};
 use shared::server::{RunningServer, ServerConfig, SinkServer};
+use shared::testkit::ArcadeHttp;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-/// The Bolt server of the test stack.
+/// The Bolt server of the test stack (databases and reads over its HTTP API: [`ArcadeHttp`]).
 #[derive(Clone)]
-pub struct Stack {
-    pub bolt: String,
-    pub user: String,
-    pub password: String,
-    pub http: String,
+pub struct Stack(ArcadeHttp);
+
+impl std::ops::Deref for Stack {
+    type Target = ArcadeHttp;
+    fn deref(&self) -> &ArcadeHttp {
+        &self.0
+    }
 }
 
 impl Stack {
     /// The stack's addresses, or `None` (test skipped) when not started and not required.
     pub fn get() -> Option<Self> {
-        let bolt = shared::testkit::require_env("TEST_BOLT_URI", "Bolt server (ArcadeDB)")?;
-        let http = shared::testkit::require_env("TEST_ARCADEDB_HTTP", "ArcadeDB HTTP API")?;
-        Some(Self {
-            bolt,
-            user: std::env::var("TEST_BOLT_USER").unwrap_or_else(|_| "root".into()),
-            password: std::env::var("TEST_BOLT_PASSWORD").unwrap_or_default(),
-            http,
-        })
-    }
-
-    /// The Bolt host:port.
-    pub fn bolt_addr(&self) -> String {
-        self.bolt
-            .split_once("://")
-            .map_or(self.bolt.clone(), |(_, a)| {
-                a.trim_end_matches('/').to_owned()
-            })
-    }
-
-    async fn server_command(&self, command: &str) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/api/v1/server", self.http))
-            .basic_auth(&self.user, Some(&self.password))
-            .json(&json!({ "command": command }))
-            .send()
-            .await
-            .expect("ArcadeDB HTTP API");
-        assert!(
-            r.status().is_success(),
-            "{command}: {}",
-            r.text().await.unwrap_or_default()
-        );
+        ArcadeHttp::from_env().map(Self)
     }
 
     /// Creates a fresh, empty database named after the test (plus a per-process suffix).
     pub async fn fresh_db(&self, test: &str) -> String {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "t_{test}_{}_{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        self.server_command(&format!("create database {name}"))
-            .await;
-        name
-    }
-
-    /// Drops a database created by [`Stack::fresh_db`].
-    pub async fn drop_db(&self, name: &str) {
-        self.server_command(&format!("drop database {name}")).await;
-    }
-
-    /// Runs a read query over HTTP and returns the rows.
-    pub async fn query(&self, db: &str, cypher: &str) -> Vec<Value> {
-        let r = reqwest::Client::new()
-            .post(format!("{}/api/v1/query/{db}", self.http))
-            .basic_auth(&self.user, Some(&self.password))
-            .json(&json!({ "language": "cypher", "command": cypher }))
-            .send()
-            .await
-            .expect("ArcadeDB HTTP API");
-        let status = r.status();
-        let body: Value = r.json().await.expect("JSON answer");
-        assert!(status.is_success(), "{cypher}: {body}");
-        body["result"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// Runs `... RETURN count(*) AS c` and returns `c`.
-    pub async fn count(&self, db: &str, cypher: &str) -> i64 {
-        let rows = self.query(db, cypher).await;
-        rows.first().and_then(|r| r["c"].as_i64()).unwrap_or(0)
+        self.0.fresh_db(&format!("t_{test}")).await
     }
 
     /// Sink settings for database `db` (short timeouts, 1 s Retry-After).

@@ -122,12 +122,12 @@ impl ArcadeDb {
 
     /// The graph API of this server.
     pub fn graph(&self) -> Graph {
-        Graph {
+        Graph(shared::testkit::ArcadeHttp {
             http: format!("http://127.0.0.1:{}", self.http_port),
             bolt: format!("bolt://127.0.0.1:{}", self.bolt_port),
             user: "root".into(),
             password: ARCADEDB_PASSWORD.into(),
-        }
+        })
     }
 }
 
