@@ -4,7 +4,7 @@
 
 use otc_sim::{Fault, FaultTarget};
 use reliability_tests::figures::{histogram_quantile, metric_sum};
-use reliability_tests::pipeline::{self, SinkProc};
+use reliability_tests::pipeline;
 use reliability_tests::servers::ArcadeDb;
 use reliability_tests::{Figures, TempDir};
 use std::collections::BTreeSet;
@@ -36,21 +36,9 @@ async fn bolt_server_killed_and_restarted_mid_load() {
         TRACES / PAGE + 5,
     );
 
-    let sink = SinkProc::start(
-        "neo4j-sink",
-        pipeline::neo4j_sink_vars(&graph, "neo4j"),
-        dir.path(),
-    )
-    .await;
-    sink.wait_ready(Duration::from_secs(30)).await;
+    let sink = pipeline::neo4j_sink(&graph, "neo4j", dir.path()).await;
     let broker = pipeline::broker(&sink.url(), 60, 16);
-    let mut exporter = pipeline::spawn_exporter_once(
-        &pipeline::with(
-            pipeline::exporter_vars(&sim, dir.path(), &broker.url()),
-            &[("CTS_PAGE_SIZE", &PAGE.to_string())],
-        ),
-        dir.path(),
-    );
+    let mut exporter = pipeline::spawn_exporter_paged(&sim, dir.path(), &broker.url(), PAGE);
 
     // Kill the database once a third of the events are in the graph.
     let stats = broker.stats();

@@ -4,7 +4,7 @@
 
 use otc_sim::{Fault, FaultBursts, FaultTarget, OtcSim};
 use reliability_tests::graph::Graph;
-use reliability_tests::pipeline::{self, SinkProc};
+use reliability_tests::pipeline;
 use reliability_tests::{Figures, TempDir};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -44,21 +44,9 @@ async fn cts_fault_bursts_and_expiring_tokens_lose_nothing() {
         .into_iter()
         .map(|t| t.trace_id)
         .collect();
-    let sink = SinkProc::start(
-        "neo4j-sink",
-        pipeline::neo4j_sink_vars(&graph, &db),
-        dir.path(),
-    )
-    .await;
-    sink.wait_ready(Duration::from_secs(30)).await;
+    let sink = pipeline::neo4j_sink(&graph, &db, dir.path()).await;
     let broker = pipeline::broker(&sink.url(), 30, 16);
-    let mut exporter = pipeline::spawn_exporter_once(
-        &pipeline::with(
-            pipeline::exporter_vars(&sim, dir.path(), &broker.url()),
-            &[("CTS_PAGE_SIZE", &PAGE.to_string())],
-        ),
-        dir.path(),
-    );
+    let mut exporter = pipeline::spawn_exporter_paged(&sim, dir.path(), &broker.url(), PAGE);
 
     // Halfway: every token revoked, and the next two token requests fail with 500.
     let stats = broker.stats();

@@ -5,7 +5,7 @@
 
 use otc_sim::{Fault, FaultTarget};
 use reliability_tests::graph::Graph;
-use reliability_tests::pipeline::{self, SinkProc};
+use reliability_tests::pipeline;
 use reliability_tests::{Figures, Proc, TempDir, binary};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -23,13 +23,7 @@ async fn exporter_sigkilled_mid_window_resumes_from_its_state_file() {
     let dir = TempDir::new("exporter-kill");
     let db = graph.fresh_db("exporter_kill").await;
     let sim = pipeline::sim(21).await;
-    let sink = SinkProc::start(
-        "neo4j-sink",
-        pipeline::neo4j_sink_vars(&graph, &db),
-        dir.path(),
-    )
-    .await;
-    sink.wait_ready(Duration::from_secs(30)).await;
+    let sink = pipeline::neo4j_sink(&graph, &db, dir.path()).await;
     let broker = pipeline::broker(&sink.url(), 30, 16);
     let state = dir.path().join("cursor.json");
     let base = pipeline::with(

@@ -4,7 +4,7 @@
 
 use otc_sim::{Fault, FaultTarget};
 use reliability_tests::graph::Graph;
-use reliability_tests::pipeline::{self, SinkProc};
+use reliability_tests::pipeline;
 use reliability_tests::{Figures, TempDir};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -33,21 +33,9 @@ async fn neo4j_sink_sigtermed_mid_load_and_restarted() {
         Fault::Delay(Duration::from_millis(200)),
         TRACES / PAGE + 5,
     );
-    let mut sink = SinkProc::start(
-        "neo4j-sink",
-        pipeline::neo4j_sink_vars(&graph, &db),
-        dir.path(),
-    )
-    .await;
-    sink.wait_ready(Duration::from_secs(30)).await;
+    let mut sink = pipeline::neo4j_sink(&graph, &db, dir.path()).await;
     let broker = pipeline::broker(&sink.url(), 30, 16);
-    let mut exporter = pipeline::spawn_exporter_once(
-        &pipeline::with(
-            pipeline::exporter_vars(&sim, dir.path(), &broker.url()),
-            &[("CTS_PAGE_SIZE", &PAGE.to_string())],
-        ),
-        dir.path(),
-    );
+    let mut exporter = pipeline::spawn_exporter_paged(&sim, dir.path(), &broker.url(), PAGE);
 
     let stats = broker.stats();
     let mut terms = Vec::new();
