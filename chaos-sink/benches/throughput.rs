@@ -186,7 +186,7 @@ fn workload(template: &[Value], n: usize, tag: &str) -> Vec<Vec<bytes::Bytes>> {
 
 /// The Pushgateway's own count of (pushes, deletes) it answered, from its `/metrics`.
 async fn pushgateway_requests(url: &str) -> (f64, f64) {
-    let Ok(resp) = reqwest::get(format!("{url}/metrics")).await else {
+    let Ok(resp) = shared::testkit::http_get(format!("{url}/metrics")).await else {
         return (0.0, 0.0);
     };
     let text = resp.text().await.unwrap_or_default();
@@ -253,6 +253,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
+    shared::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 fn main() -> ExitCode {
+    shared::tls::install_crypto_provider();
     let _telemetry = match shared::telemetry::init("chaos-sink") {
         Ok(g) => g,
         Err(e) => {

@@ -208,6 +208,7 @@ async fn paging_only(config: &Config) -> f64 {
 
 /// The baseline: a bare reqwest loop posting pre-encoded events at `concurrency`.
 async fn baseline_run(events: &[EncodedRequest], url: &str, concurrency: usize) -> f64 {
+    shared::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -273,6 +274,7 @@ fn cpu_s() -> f64 {
 }
 
 fn main() {
+    shared::tls::install_crypto_provider();
     let big: usize = std::env::var("BENCH_TRACES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -169,6 +169,7 @@ impl Http {
         debug: bool,
         metrics: Metrics,
     ) -> Result<Self, ClientError> {
+        shared::tls::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))

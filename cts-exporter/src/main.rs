@@ -6,6 +6,7 @@ use cts_exporter::{Args, Config, HELP, exit};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    shared::tls::install_crypto_provider();
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {

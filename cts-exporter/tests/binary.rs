@@ -334,7 +334,7 @@ async fn os_debug_output_of_the_binary_has_no_secrets() {
 }
 
 async fn get(url: &str) -> (u16, String) {
-    match reqwest::get(url).await {
+    match shared::testkit::http_get(url).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
         Err(_) => (0, String::new()),
     }

@@ -54,7 +54,7 @@ fn env() -> Option<Env> {
 
 impl Env {
     async fn create_db(&self, name: &str) {
-        let r = reqwest::Client::new()
+        let r = shared::testkit::http_client()
             .post(format!("{}/api/v1/server", self.http))
             .basic_auth(&self.user, Some(&self.password))
             .json(&json!({ "command": format!("create database {name}") }))
@@ -65,7 +65,7 @@ impl Env {
     }
 
     async fn drop_db(&self, name: &str) {
-        let _ = reqwest::Client::new()
+        let _ = shared::testkit::http_client()
             .post(format!("{}/api/v1/server", self.http))
             .basic_auth(&self.user, Some(&self.password))
             .json(&json!({ "command": format!("drop database {name}") }))
@@ -74,7 +74,7 @@ impl Env {
     }
 
     async fn count(&self, db: &str, cypher: &str) -> i64 {
-        let r: Value = reqwest::Client::new()
+        let r: Value = shared::testkit::http_client()
             .post(format!("{}/api/v1/query/{db}", self.http))
             .basic_auth(&self.user, Some(&self.password))
             .json(&json!({ "language": "cypher", "command": cypher }))
@@ -240,7 +240,7 @@ async fn run_sink(env: &Env, db: &str, events: Arc<Vec<Event>>, senders: usize) 
     let url = format!("http://127.0.0.1:{port}");
     let ready = Instant::now();
     loop {
-        if let Ok(r) = reqwest::get(format!("{url}/readyz")).await
+        if let Ok(r) = shared::testkit::http_get(format!("{url}/readyz")).await
             && r.status() == 200
         {
             break;
@@ -263,7 +263,7 @@ async fn run_sink(env: &Env, db: &str, events: Arc<Vec<Event>>, senders: usize) 
     done.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     let hwm = rss_kib(pid, "VmHWM:").max(peak.load(Ordering::Relaxed));
-    if let Ok(m) = reqwest::get(format!("{url}/metrics")).await
+    if let Ok(m) = shared::testkit::http_get(format!("{url}/metrics")).await
         && let Ok(text) = m.text().await
     {
         let get = |name: &str| {
@@ -422,6 +422,7 @@ fn report(name: &str, l: &Load) {
 }
 
 fn main() {
+    shared::tls::install_crypto_provider();
     if !std::env::args().any(|a| a == "--bench") {
         // `cargo test --all-targets` runs bench targets too: the load run is for `cargo bench` only.
         return;

@@ -183,6 +183,8 @@ async fn timed<T>(
 impl Db {
     /// Creates the pool (lazily: no connection is opened yet).
     pub fn new(cfg: &Neo4jConfig) -> Result<Self, DbError> {
+        // bolt+s / neo4j+s connections build a rustls config from the process-wide provider.
+        shared::tls::install_crypto_provider();
         let mut builder = ConfigBuilder::default()
             .uri(cfg.uri.as_str())
             .user(cfg.user.as_str())

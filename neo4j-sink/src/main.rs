@@ -12,6 +12,7 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_RUNTIME: u8 = 1;
 
 fn main() -> ExitCode {
+    shared::tls::install_crypto_provider();
     let _telemetry = match shared::telemetry::init("neo4j-sink") {
         Ok(guard) => guard,
         Err(e) => {

@@ -89,7 +89,7 @@ async fn wrong_credentials_are_logged_within_seconds_and_sigterm_exits_0() {
         started.elapsed()
     );
     // Still running, and not ready.
-    let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+    let r = shared::testkit::http_get(format!("http://127.0.0.1:{port}/readyz"))
         .await
         .expect("readyz");
     assert_eq!(r.status(), 503);

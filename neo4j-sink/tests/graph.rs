@@ -340,7 +340,7 @@ async fn unusable_trace_data_is_a_400_and_stores_nothing() {
     let db = stack.fresh_db("invalid").await;
     let sink = Sink::start(&stack.config(&db));
     sink.wait_ready(Duration::from_secs(10)).await;
-    let client = reqwest::Client::new();
+    let client = shared::testkit::http_client();
     let post = |ct: Option<&str>, body: &'static str| {
         let mut r = client
             .post(&sink.url)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 async fn post(url: &str, n: usize, prefix: &str) -> reqwest::Response {
     encode_binary(&generated_event(prefix, n))
         .expect("encode")
-        .apply(reqwest::Client::new().post(url))
+        .apply(shared::testkit::http_client().post(url))
         .send()
         .await
         .expect("request")

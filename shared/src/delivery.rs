@@ -267,6 +267,7 @@ impl TokenCache {
 impl Sender {
     /// Builds the HTTP client (with the extra CA, if any).
     pub fn new(config: DeliveryConfig) -> Result<Self, DeliveryError> {
+        crate::tls::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))

@@ -1,7 +1,7 @@
 //! What the cts-exporter, neo4j-sink and chaos-sink have in common, one implementation each:
 //! the CloudEvents HTTP codec ([`cloudevent`]), the retry policy ([`retry`]), the delivery client
 //! ([`delivery`]), the sink server scaffold ([`server`]), metrics ([`metrics`]), configuration loading
-//! ([`config`]) and telemetry ([`telemetry`]).
+//! ([`config`]), telemetry ([`telemetry`]) and the TLS crypto provider ([`tls`]).
 
 pub mod cloudevent;
 pub mod config;
@@ -12,3 +12,4 @@ pub mod server;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tls;

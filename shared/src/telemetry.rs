@@ -107,6 +107,8 @@ pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     let exporting = otlp_configured();
     if exporting {
+        // The OTLP exporter builds its own HTTP client.
+        crate::tls::install_crypto_provider();
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .build()

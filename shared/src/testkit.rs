@@ -53,6 +53,18 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// A default HTTP client for tests, built after installing the crypto provider (reqwest has none of
+/// its own here: see [`crate::tls`]).
+pub fn http_client() -> reqwest::Client {
+    crate::tls::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+/// `GET url` with [`http_client`]: what `reqwest::get` does, with the provider installed.
+pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http_client().get(url).send().await
+}
+
 /// An [`EventHandler`] that stores what it gets and can be told to fail, for scaffold and client tests.
 #[derive(Default)]
 pub struct RecordingHandler {
@@ -340,6 +352,7 @@ impl TestCa {
     /// Generates a CA and a server certificate for `localhost` and `127.0.0.1`.
     pub fn new() -> Self {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        crate::tls::install_crypto_provider();
         let ca_key = KeyPair::generate().expect("CA key");
         let mut ca_params = CertificateParams::new(Vec::new()).expect("CA params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -363,7 +376,7 @@ impl TestCa {
     /// (for example a [`ScriptedSink`]); returns `https://localhost:PORT`.
     pub async fn tls_proxy(&self, upstream: std::net::SocketAddr) -> String {
         use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-        let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
@@ -441,7 +454,7 @@ impl ArcadeHttp {
     }
 
     async fn server_command(&self, command: &str) {
-        let r = reqwest::Client::new()
+        let r = http_client()
             .post(format!("{}/api/v1/server", self.http))
             .basic_auth(&self.user, Some(&self.password))
             .json(&serde_json::json!({ "command": command }))
@@ -476,7 +489,7 @@ impl ArcadeHttp {
 
     /// Runs a Cypher read query and returns every row (no row limit: the API's default is 20,000).
     pub async fn query(&self, db: &str, cypher: &str) -> Vec<serde_json::Value> {
-        let r = reqwest::Client::new()
+        let r = http_client()
             .post(format!("{}/api/v1/query/{db}", self.http))
             .basic_auth(&self.user, Some(&self.password))
             .json(&serde_json::json!({ "language": "cypher", "command": cypher, "limit": -1 }))

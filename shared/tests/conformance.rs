@@ -61,7 +61,7 @@ async fn python_sdk_rejection_matches_ours_for_a_missing_source() {
         .start()
         .unwrap();
     // A raw binary request without ce-source: both implementations must refuse it.
-    let r = reqwest::Client::new()
+    let r = shared::testkit::http_client()
         .post(server.url())
         .header("ce-specversion", "1.0")
         .header("ce-id", "1")
@@ -71,7 +71,7 @@ async fn python_sdk_rejection_matches_ours_for_a_missing_source() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let (mut peer, url) = PythonPeer::receiver(&py, 1, 0).await;
-    let r = reqwest::Client::new()
+    let r = shared::testkit::http_client()
         .post(&url)
         .header("ce-specversion", "1.0")
         .header("ce-id", "1")

@@ -70,7 +70,7 @@ fn scaffold_never_answers_5xx_to_bad_input() {
         let url = server.url();
         (server, url)
     });
-    let client = reqwest::Client::new();
+    let client = shared::testkit::http_client();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 400,
         ..ProptestConfig::default()

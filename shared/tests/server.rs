@@ -30,7 +30,7 @@ fn binary(client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
 async fn accepts_binary_structured_and_batch_with_202_and_empty_body() {
     let handler = RecordingHandler::new();
     let server = start(handler.clone(), 1 << 20);
-    let client = reqwest::Client::new();
+    let client = shared::testkit::http_client();
     let url = format!("{}/any/path", server.url());
 
     let r = binary(&client, &url)
@@ -110,7 +110,7 @@ async fn chunked_status(
 async fn bad_requests_get_short_json_errors_and_store_nothing() {
     let handler = RecordingHandler::new();
     let server = start(handler.clone(), 4096);
-    let client = reqwest::Client::new();
+    let client = shared::testkit::http_client();
     let url = server.url();
 
     // Missing ce-id: 400.
@@ -189,7 +189,7 @@ async fn bad_requests_get_short_json_errors_and_store_nothing() {
 async fn backend_outcomes_map_to_knative_statuses() {
     let handler = RecordingHandler::new();
     let server = start(handler.clone(), 1 << 20);
-    let client = reqwest::Client::new();
+    let client = shared::testkit::http_client();
     let url = server.url();
 
     handler.fail_next(1);
@@ -221,7 +221,7 @@ async fn backend_outcomes_map_to_knative_statuses() {
 async fn health_readiness_and_metrics() {
     let handler = RecordingHandler::new();
     let server = start(handler.clone(), 1 << 20);
-    let client = reqwest::Client::new();
+    let client = shared::testkit::http_client();
     let url = server.url();
 
     assert_eq!(
@@ -289,7 +289,7 @@ async fn shutdown_finishes_in_flight_requests_then_flushes() {
     handler.set_delay(Duration::from_millis(400));
     let server = start(handler.clone(), 1 << 20);
     let url = server.url();
-    let client = reqwest::Client::new();
+    let client = shared::testkit::http_client();
     let in_flight = tokio::spawn({
         let client = client.clone();
         let url = url.clone();

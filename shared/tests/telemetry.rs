@@ -49,7 +49,7 @@ async fn trace_context_flows_through_and_spans_are_exported() {
     let server = SinkServer::from_arc(handler.clone(), ServerConfig::local())
         .start()
         .unwrap();
-    let r = reqwest::Client::new()
+    let r = shared::testkit::http_client()
         .post(server.url())
         .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
         .header("ce-specversion", "1.0")

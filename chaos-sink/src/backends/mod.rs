@@ -452,6 +452,7 @@ pub fn get_probe(
 
 /// Builds an HTTP client with the sink's user agent, a timeout and optional extra CA certificates.
 pub fn http_client(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    shared::tls::install_crypto_provider();
     let mut b = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))

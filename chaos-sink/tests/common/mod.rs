@@ -95,7 +95,7 @@ impl Sink {
         Self {
             server,
             url,
-            client: reqwest::Client::new(),
+            client: shared::testkit::http_client(),
         }
     }
 
@@ -529,7 +529,7 @@ pub async fn influx_db(url: &str, prefix: &str) -> String {
             .unwrap()
             .as_nanos()
     );
-    let r = reqwest::Client::new()
+    let r = shared::testkit::http_client()
         .post(
             url::Url::parse_with_params(
                 &format!("{url}/query"),
@@ -546,7 +546,7 @@ pub async fn influx_db(url: &str, prefix: &str) -> String {
 
 /// Runs an InfluxQL query; returns the first series' rows as maps column → value.
 pub async fn influx_query(url: &str, db: &str, q: &str) -> Vec<BTreeMap<String, Value>> {
-    let v: Value = reqwest::Client::new()
+    let v: Value = shared::testkit::http_client()
         .get(url::Url::parse_with_params(&format!("{url}/query"), &[("db", db), ("q", q)]).unwrap())
         .send()
         .await
@@ -585,7 +585,7 @@ pub async fn influx_query(url: &str, db: &str, q: &str) -> Vec<BTreeMap<String, 
 
 /// Wipes the real Pushgateway (admin API).
 pub async fn pushgateway_wipe(url: &str) {
-    let r = reqwest::Client::new()
+    let r = shared::testkit::http_client()
         .put(format!("{url}/api/v1/admin/wipe"))
         .send()
         .await
@@ -595,7 +595,7 @@ pub async fn pushgateway_wipe(url: &str) {
 
 /// The groups of the real Pushgateway (`GET /api/v1/metrics`).
 pub async fn pushgateway_groups(url: &str) -> Vec<Value> {
-    let v: Value = reqwest::Client::new()
+    let v: Value = shared::testkit::http_client()
         .get(format!("{url}/api/v1/metrics"))
         .send()
         .await

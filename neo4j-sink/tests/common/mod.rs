@@ -81,7 +81,7 @@ impl Sink {
 
     /// `GET /readyz` status.
     pub async fn ready_status(&self) -> (u16, String) {
-        let r = reqwest::get(format!("{}/readyz", self.url))
+        let r = shared::testkit::http_get(format!("{}/readyz", self.url))
             .await
             .expect("readyz");
         (r.status().as_u16(), r.text().await.unwrap_or_default())
@@ -102,7 +102,7 @@ impl Sink {
 
     /// `GET /metrics` text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.url))
+        shared::testkit::http_get(format!("{}/metrics", self.url))
             .await
             .expect("metrics")
             .text()

@@ -20,6 +20,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
 }
 
 fn main() -> anyhow::Result<()> {
+    shared::tls::install_crypto_provider();
     let _telemetry = shared::telemetry::init("fake-broker")?;
     let subscriber =
         std::env::var("SUBSCRIBER").context("environment variable SUBSCRIBER is required")?;

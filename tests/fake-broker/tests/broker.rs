@@ -107,7 +107,7 @@ async fn dead_letters_after_the_retries_with_knative_error_extensions() {
 async fn ingress_refuses_invalid_events_like_a_broker() {
     let subscriber = ScriptedSink::start().unwrap();
     let broker = FakeBroker::start(fast(&subscriber.url)).unwrap();
-    let r = reqwest::Client::new()
+    let r = shared::testkit::http_client()
         .post(broker.url())
         .header("ce-specversion", "1.0")
         .header("ce-type", "t")

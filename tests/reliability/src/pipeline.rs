@@ -113,7 +113,7 @@ impl SinkProc {
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        match reqwest::get(format!("{}/metrics", self.url())).await {
+        match shared::testkit::http_get(format!("{}/metrics", self.url())).await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         }

@@ -243,7 +243,7 @@ pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
 
 /// Polls `url` until it answers 2xx; panics after `limit`.
 pub async fn wait_http_ok(url: &str, limit: Duration) {
-    let client = reqwest::Client::new();
+    let client = shared::testkit::http_client();
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Ok(r) = client.get(url).timeout(Duration::from_secs(2)).send().await

@@ -206,7 +206,7 @@ impl Influx {
         url.query_pairs_mut()
             .append_pair("db", db)
             .append_pair("q", q);
-        let r = reqwest::Client::new()
+        let r = shared::testkit::http_client()
             .get(url)
             .send()
             .await
@@ -229,7 +229,7 @@ impl Drop for Influx {
 pub async fn influx_exec(url: &str, q: &str) {
     let mut u = url::Url::parse(&format!("{url}/query")).expect("InfluxDB URL");
     u.query_pairs_mut().append_pair("q", q);
-    let r = reqwest::Client::new()
+    let r = shared::testkit::http_client()
         .post(u)
         .send()
         .await
@@ -244,7 +244,7 @@ pub async fn influx_points(url: &str, db: &str) -> Vec<String> {
     u.query_pairs_mut()
         .append_pair("db", db)
         .append_pair("q", "SELECT * FROM /.*/ GROUP BY *");
-    let body: serde_json::Value = reqwest::get(u)
+    let body: serde_json::Value = shared::testkit::http_get(u)
         .await
         .expect("InfluxDB")
         .json()

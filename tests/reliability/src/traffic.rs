@@ -59,7 +59,7 @@ pub struct Posted {
 /// Posts every event of `events` (structured mode) to `url` with `concurrency` in flight, in the
 /// given order, retrying 429/503/connection errors until 2xx; panics on any other answer.
 pub async fn post_all(url: &str, events: Vec<Value>, concurrency: usize) -> Posted {
-    let client = reqwest::Client::new();
+    let client = shared::testkit::http_client();
     let queue = Arc::new(std::sync::Mutex::new(
         events.into_iter().rev().collect::<Vec<_>>(),
     ));

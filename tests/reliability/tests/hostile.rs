@@ -97,7 +97,7 @@ async fn storm_and_check(name: &str, sink: &mut SinkProc, seed: u64) -> Figures 
         sink.proc.peak_rss_kb()
     );
     for path in ["/healthz", "/readyz"] {
-        let r = reqwest::get(format!("{}{path}", sink.url()))
+        let r = shared::testkit::http_get(format!("{}{path}", sink.url()))
             .await
             .expect(path);
         assert_eq!(r.status(), 200, "{name} {path} after the storm");

@@ -33,7 +33,7 @@ fn leaks(texts: &[(String, String)], secrets: &[&str]) -> Vec<String> {
 }
 
 async fn get_text(url: &str) -> String {
-    match reqwest::get(url).await {
+    match shared::testkit::http_get(url).await {
         Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
         Err(e) => e.to_string(),
     }
@@ -151,7 +151,7 @@ async fn exporter_and_neo4j_sink_leak_no_secret() {
     assert!(broker.drained(Duration::from_secs(60)).await);
     // The refused sink's answers and state.
     let ev = traffic::chaos_run("passing");
-    let r = reqwest::Client::new()
+    let r = shared::testkit::http_client()
         .post(refused.url())
         .header("content-type", "application/cloudevents+json")
         .body(serde_json::to_vec(&ev[0]).expect("JSON"))
@@ -262,7 +262,7 @@ async fn chaos_sink_leaks_no_secret() {
         dir.path(),
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = shared::testkit::http_client();
     let mut texts: Vec<(String, String)> = Vec::new();
     for e in traffic::as_run(&traffic::chaos_run("passing"), 701) {
         let r = client

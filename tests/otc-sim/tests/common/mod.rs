@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 pub fn client() -> reqwest::Client {
+    shared::tls::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(20))
         .build()
