@@ -24,10 +24,10 @@ fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn bad_configuration_exits_1_naming_the_key() {
+fn bad_configuration_exits_2_naming_the_key() {
     let path = temp_config("bad", "influxdb:\n  host: x\n  pasword: hunter2\n");
     let out = bin().env("CHAOS_SINK_CONFIG", &path).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(shared::cli::exit::CONFIG.into()));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -38,12 +38,12 @@ fn bad_configuration_exits_1_naming_the_key() {
         .env("CHAOS_SINK_CONFIG", "/nonexistent/chaos-sink.yaml")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(shared::cli::exit::CONFIG.into()));
     let out = bin()
         .env("CHAOS_SINK_PUSHGATEWAY_URL", "not a url")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(shared::cli::exit::CONFIG.into()));
     let _ = std::fs::remove_file(path);
 }
 

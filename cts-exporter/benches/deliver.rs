@@ -125,15 +125,7 @@ fn config(vars: Vec<(String, String)>, dir: &Path) -> Config {
         home: None,
         etc: dir.join("none"),
     };
-    Config::from_parts(
-        vars,
-        &env,
-        Args {
-            once: true,
-            ..Args::default()
-        },
-    )
-    .expect("config")
+    Config::from_parts(vars, &env, Args { once: true }).expect("config")
 }
 
 /// The exporter in-process: events per second for one `--once` window.

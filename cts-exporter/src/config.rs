@@ -37,9 +37,6 @@ pub enum ConfigError {
     /// clouds.yaml cannot be found, parsed, or lacks something.
     #[error(transparent)]
     Clouds(#[from] CloudsError),
-    /// A bad command-line argument.
-    #[error("{0}")]
-    Usage(String),
 }
 
 fn invalid(var: &str, reason: impl Into<String>) -> ConfigError {
@@ -79,36 +76,28 @@ impl FromStr for CtsApi {
     }
 }
 
-/// Command-line arguments.
+/// Command-line arguments (parsed by [`CLI`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Args {
     /// `--once`: one window ending now (or from the state file's cursor up to now), then exit.
     pub once: bool,
-    /// `--help` / `-h`.
-    pub help: bool,
-    /// `--version` / `-V`.
-    pub version: bool,
 }
 
-impl Args {
-    /// Parses the arguments after the program name.
-    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ConfigError> {
-        let mut out = Args::default();
-        for arg in args {
-            match arg.as_str() {
-                "--once" => out.once = true,
-                "--help" | "-h" => out.help = true,
-                "--version" | "-V" => out.version = true,
-                other => {
-                    return Err(ConfigError::Usage(format!(
-                        "unknown argument {other:?} (see --help)"
-                    )));
-                }
-            }
+impl From<&shared::cli::Flags> for Args {
+    fn from(flags: &shared::cli::Flags) -> Self {
+        Args {
+            once: flags.has("--once"),
         }
-        Ok(out)
     }
 }
+
+/// The command line: `--once`, `--help`, `--version`; anything else is refused with exit 2.
+pub const CLI: shared::cli::Cli = shared::cli::Cli {
+    name: "cts-exporter",
+    version: env!("CARGO_PKG_VERSION"),
+    help: &[HELP],
+    flags: &["--once"],
+};
 
 /// Everything the exporter runs with.
 #[derive(Debug, Clone)]
@@ -368,7 +357,7 @@ impl fmt::Display for Config {
     }
 }
 
-/// The `--help` text: every variable, its default, and the exit codes.
+/// The `--help` text: every variable and its default (the shared exit-code table is appended).
 pub const HELP: &str = "\
 cts-exporter: polls Open Telekom Cloud Cloud Trace Service (CTS) and delivers every trace as a CloudEvent
 to K_SINK (a Knative source).
@@ -415,12 +404,6 @@ CLOUDS.YAML:
     /etc/openstack/clouds.yaml (also .yml/.json); secure.yaml merged; OS_* variables (OS_AUTH_URL,
     OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME, OS_ACCESS_KEY, OS_SECRET_KEY, OS_TOKEN, OS_REGION_NAME, ...)
     fill gaps. Credentials: token > ak/sk > username/password.
-
-EXIT CODES:
-    0   stopped by SIGTERM/SIGINT, or --once delivered every event
-    1   --once could not fetch or deliver every event
-    2   bad configuration or argument (variable, clouds.yaml, cloud name, missing K_SINK, state file)
-    3   authentication refused or no CTS endpoint for the region at start
 ";
 
 #[cfg(test)]
@@ -585,19 +568,16 @@ mod tests {
 
     #[test]
     fn arguments() {
-        let args = |a: &[&str]| Args::parse(a.iter().map(|s| s.to_string()));
-        assert_eq!(
-            args(&["--once"]).unwrap(),
-            Args {
-                once: true,
-                ..Args::default()
-            }
-        );
-        assert!(args(&["-h"]).unwrap().help);
-        assert!(args(&["--version"]).unwrap().version);
+        let args = |a: &[&str]| CLI.parse(a.iter().map(|s| s.to_string()));
+        let Ok(shared::cli::Command::Run(flags)) = args(&["--once"]) else {
+            panic!("--once runs");
+        };
+        assert_eq!(Args::from(&flags), Args { once: true });
+        assert_eq!(args(&["-h"]), Ok(shared::cli::Command::Help));
+        assert_eq!(args(&["--version"]), Ok(shared::cli::Command::Version));
         assert_eq!(
             args(&["--onse"]).unwrap_err().to_string(),
-            "unknown argument \"--onse\" (see --help)"
+            "unknown argument \"--onse\""
         );
     }
 

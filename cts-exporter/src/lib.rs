@@ -23,7 +23,7 @@ pub mod window;
 #[cfg(test)]
 mod testutil;
 
-pub use config::{Args, Config, CtsApi, HELP};
+pub use config::{Args, CLI, Config, CtsApi, HELP};
 pub use exporter::{Exporter, Progress, Report, StartError};
 
 use crate::auth::AuthError;
@@ -37,17 +37,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
 
-/// Exit codes of the binary.
-pub mod exit {
-    /// Stopped by SIGTERM/SIGINT, or `--once` delivered every event.
-    pub const OK: u8 = 0;
-    /// `--once` could not fetch or deliver every event (or was interrupted).
-    pub const INCOMPLETE: u8 = 1;
-    /// Bad configuration or argument.
-    pub const CONFIG: u8 = 2;
-    /// Authentication refused, or no CTS endpoint for the region, at start.
-    pub const AUTH: u8 = 3;
-}
+/// Exit codes of the binary: the table every service shares.
+pub use shared::cli::exit;
 
 /// Why a run ended before polling.
 #[derive(Debug, Error)]

@@ -2,48 +2,27 @@
 //! See the README (or `--help`) for configuration, auth modes, window semantics and exit codes.
 
 use anyhow::Context;
-use cts_exporter::{Args, Config, HELP, exit};
+use cts_exporter::{Args, CLI, Config, exit};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     shared::tls::install_crypto_provider();
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("cts-exporter: {e}");
-            return ExitCode::from(exit::CONFIG);
-        }
+    let flags = match CLI.from_env() {
+        Ok(flags) => flags,
+        Err(code) => return code,
     };
-    if args.help {
-        print!("{HELP}");
-        return ExitCode::SUCCESS;
-    }
-    if args.version {
-        println!("cts-exporter {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
     let _telemetry = match shared::telemetry::init("cts-exporter") {
         Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("cts-exporter: {e}");
-            return ExitCode::from(exit::CONFIG);
-        }
+        Err(e) => return CLI.config_error(&e),
     };
-    let config = match Config::from_env(args) {
+    let config = match Config::from_env(Args::from(&flags)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("cts-exporter: {e}");
-            return ExitCode::from(exit::CONFIG);
-        }
+        Err(e) => return CLI.config_error(&e),
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config, "cts-exporter starting");
     match run(config) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "cts-exporter failed");
-            eprintln!("cts-exporter: {e:#}");
-            ExitCode::from(exit::INCOMPLETE)
-        }
+        Err(e) => CLI.fail(exit::RUNTIME, "cts-exporter failed", &format!("{e:#}")),
     }
 }
 

@@ -121,12 +121,6 @@ fn bad_configuration_exits_2_with_one_line_naming_the_problem() {
             "environment variable CTS_FROM",
             dir.path(),
         ),
-        (
-            with_file(&[]),
-            &["--bogus"],
-            "unknown argument \"--bogus\"",
-            dir.path(),
-        ),
     ];
     for (vars, args, want, cwd) in cases {
         let out = run(exporter(cwd, &vars, args));

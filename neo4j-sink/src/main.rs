@@ -1,46 +1,63 @@
-//! neo4j-sink: see the README for configuration, graph model and exit codes.
+//! neo4j-sink: see the README (or `--help`) for configuration, graph model and exit codes.
 
 use anyhow::Context;
 use neo4j_sink::{Neo4jConfig, Neo4jSink, SinkMetrics};
 use prometheus::Registry;
+use shared::cli::{Cli, SINK_SERVER_HELP, exit};
 use shared::server::{ServerConfig, SinkServer};
 use std::process::ExitCode;
 
-/// Exit code for an unusable configuration (a variable with a bad value).
-const EXIT_CONFIG: u8 = 2;
-/// Exit code for a failure while running (cannot listen, runtime error).
-const EXIT_RUNTIME: u8 = 1;
+const CLI: Cli = Cli {
+    name: "neo4j-sink",
+    version: env!("CARGO_PKG_VERSION"),
+    help: &[HELP, SINK_SERVER_HELP],
+    flags: &[],
+};
+
+const HELP: &str = "\
+neo4j-sink: a Knative sink that loads CloudEvents (CTS traces and any other event) into Neo4j (any Bolt
+server) as a graph, with group commit. Answers 202 once the event's transaction committed.
+
+USAGE:
+    neo4j-sink [--help] [--version]
+
+NEO4J (default in brackets):
+    NEO4J_URI                 bolt, bolt+s, bolt+ssc, neo4j, neo4j+s, neo4j+ssc [neo4j://localhost:7687];
+                              +s trusts the system roots and SSL_CERT_FILE, +ssc any certificate
+    NEO4J_USER                user [neo4j]
+    NEO4J_PASSWORD            password, never logged [empty]
+    NEO4J_DATABASE            database [the server's default]
+    NEO4J_BATCH_SIZE          most events in one transaction, 1..10000 [500]
+    NEO4J_BATCH_TIMEOUT_MS    wait for more events after the first of a batch, 0..10000 [5]
+    NEO4J_QUEUE_CAPACITY      requests waiting for the writer; beyond, 429 + Retry-After [1000]
+    NEO4J_CONNECT_TIMEOUT_MS  opening one connection [3000]
+    NEO4J_TX_TIMEOUT_MS       one whole transaction [10000]
+    NEO4J_MAX_CONNECTIONS     connection pool size [4]
+    NEO4J_RETRY_AFTER_SECS    Retry-After on 503 and 429 [2]
+    NEO4J_NODE_CACHE_SECS     skip re-writing an unchanged shared node for this long, 0 = never [60]
+";
 
 fn main() -> ExitCode {
     shared::tls::install_crypto_provider();
+    if let Err(code) = CLI.from_env() {
+        return code;
+    }
     let _telemetry = match shared::telemetry::init("neo4j-sink") {
         Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("neo4j-sink: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(e) => return CLI.config_error(&e),
     };
     let (server_cfg, neo4j_cfg) =
         match ServerConfig::from_env().and_then(|s| Neo4jConfig::from_env().map(|n| (s, n))) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "invalid configuration");
-                eprintln!("neo4j-sink: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
+            Err(e) => return CLI.config_error(&e),
         };
     match run(server_cfg, neo4j_cfg) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "neo4j-sink failed");
-            eprintln!("neo4j-sink: {e:#}");
-            // The driver refusing the settings (URI, TLS) is a configuration error too.
-            if e.downcast_ref::<neo4j_sink::db::DbError>().is_some() {
-                ExitCode::from(EXIT_CONFIG)
-            } else {
-                ExitCode::from(EXIT_RUNTIME)
-            }
+        // The driver refusing the settings (URI, TLS) is a configuration error too.
+        Err(e) if e.downcast_ref::<neo4j_sink::db::DbError>().is_some() => {
+            CLI.config_error(&format!("{e:#}"))
         }
+        Err(e) => CLI.fail(exit::RUNTIME, "neo4j-sink failed", &format!("{e:#}")),
     }
 }
 

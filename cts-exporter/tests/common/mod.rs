@@ -97,15 +97,8 @@ pub fn config(
         home: None,
         etc: dir.join("no-etc"),
     };
-    let mut c = Config::from_parts(
-        vars,
-        &env,
-        Args {
-            once,
-            ..Args::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("config: {e}"));
+    let mut c =
+        Config::from_parts(vars, &env, Args { once }).unwrap_or_else(|e| panic!("config: {e}"));
     c.window = window;
     c.lag = lag;
     c.cts_retry = fast_retry();
