@@ -748,3 +748,36 @@ def test_configured_variables_exist_in_the_services(overlay, repo, overlays):
             names |= set(cm["data"])
         for var in names:
             assert var in known[name], f"{name}: {var} is not a variable the service reads"
+
+
+# ---- the docs name what exists ----------------------------------------------------------------------------
+
+K8S_PATH = re.compile(r"(?<![\w/.-])((?:k8s/)?(?:base|sinks|overlays|components)/[\w./-]*[\w-])")
+
+
+def documented_k8s_paths(repo):
+    """(doc, path) for every k8s/ path named in the deployment docs: docs/deployment.md, k8s/README.md and the
+    README's "Deploying on Knative" section (paths in k8s/README.md and the docs' tables are relative to k8s/)."""
+    readme = (repo / "README.md").read_text()
+    start = readme.index("## Deploying on Knative")
+    texts = {
+        "docs/deployment.md": (repo / "docs/deployment.md").read_text(),
+        "k8s/README.md": (repo / "k8s/README.md").read_text(),
+        "README.md#deploying-on-knative": readme[start:readme.index("\n## ", start + 1)],
+    }
+    for doc, text in texts.items():
+        for m in K8S_PATH.finditer(text):
+            yield doc, m.group(1)
+
+
+def test_the_docs_name_only_paths_that_exist(repo):
+    """A moved or renamed manifest, secret or setting file must not leave the deployment docs behind. A secret
+    file itself is gitignored: its .example must exist."""
+    seen = 0
+    for doc, path in documented_k8s_paths(repo):
+        rel = path if path.startswith("k8s/") else "k8s/" + path
+        target = repo / rel
+        ok = target.exists() or (target.parent.name == "secrets" and (repo / (rel + ".example")).exists())
+        assert ok, f"{doc} names {path}, which does not exist"
+        seen += 1
+    assert seen > 30, "the path pattern no longer finds the docs' paths"
