@@ -781,3 +781,19 @@ def test_the_docs_name_only_paths_that_exist(repo):
         assert ok, f"{doc} names {path}, which does not exist"
         seen += 1
     assert seen > 30, "the path pattern no longer finds the docs' paths"
+
+
+def test_the_docs_state_the_versions_and_the_feature_flags_used(repo, overlays):
+    """docs/deployment.md's table of assumptions names every Knative feature flag a rendered overlay relies on,
+    with the overlays that need an alpha one, and the minimum versions."""
+    docs = (repo / "docs/deployment.md").read_text()
+    table = docs[docs.index("### Versions and feature flags assumed"):docs.index("### Install")]
+    assert "| Knative Serving and Eventing | 1.15 or later |" in table
+    assert "| Kubernetes | 1.29 or later |" in table  # ReadWriteOncePod is GA from 1.29
+    for overlay, objs in overlays.items():
+        for where, d in effective_deliveries(objs).items():
+            if "timeout" in d:
+                assert "| Eventing `delivery-timeout` | beta, **enabled by default**" in table, (overlay, where)
+            if "retryAfterMax" in d:
+                row = [l for l in table.splitlines() if l.startswith("| Eventing `delivery-retryafter` |")]
+                assert row and "alpha" in row[0] and overlay in row[0], (overlay, where)
