@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from manifest_helpers import REPO, SENTINEL, kustomization_dirs, need
+from manifest_helpers import REPO, copy_k8s_with_dummy_secrets, kustomization_dirs, need
 
 
 @pytest.fixture(scope="session")
@@ -26,27 +26,10 @@ def kubectl() -> str:
 
 @pytest.fixture(scope="session")
 def k8s_copy(tmp_path_factory) -> Path:
-    """k8s/ copied to a temp dir, with every secret file replaced by a dummy holding SENTINEL values
-    (the real ones are gitignored and never read by the tests)."""
+    """k8s/ copied to a temp dir, with every secret file (of base/ and of each sink) replaced by a dummy holding
+    SENTINEL values (the real ones are gitignored and never read by the tests)."""
     root = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(REPO / "k8s", root, ignore=shutil.ignore_patterns(".git"))
-    secrets = root / "base" / "secrets"
-    for f in list(secrets.iterdir()):
-        if f.name != ".gitignore" and not f.name.endswith(".example"):
-            f.unlink()
-    (secrets / "clouds.yaml").write_text(
-        "clouds:\n  otc:\n    auth:\n      username: dummy-user\n"
-        f"      password: '{SENTINEL}-clouds'\n      project_name: eu-de_dummy\n"
-        "      user_domain_name: OTC0000000000\n      auth_url: https://iam.eu-de.otc.t-systems.com/v3\n"
-    )
-    for example in secrets.glob("*.env.example"):
-        lines = []
-        for line in example.read_text().splitlines():
-            s = line.strip().lstrip("#").strip()
-            if "=" in s and s.split("=", 1)[0].isupper() and " " not in s.split("=", 1)[0]:
-                key = s.split("=", 1)[0]
-                lines.append(f"{key}={SENTINEL}-{key.lower()}")
-        (secrets / example.name[: -len(".example")]).write_text("\n".join(lines) + "\n")
+    copy_k8s_with_dummy_secrets(root)
     return root
 
 

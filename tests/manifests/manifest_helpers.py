@@ -2,6 +2,7 @@
 not conftest, so the other pytest directories' conftest modules cannot clash with it)."""
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -98,3 +99,38 @@ def debug_binary(name):
     exe = target / "debug" / name
     need(exe.is_file(), f"the {name} binary", f"{exe} is missing: cargo test --workspace builds it")
     return exe
+
+
+def secret_dirs(root: Path):
+    """Every secrets/ directory of the kustomizations under root (base/secrets, sinks/*/secrets)."""
+    return sorted(p for p in root.rglob("secrets") if p.is_dir() and "node_modules" not in p.parts)
+
+
+def copy_k8s_with_dummy_secrets(root: Path, only=None):
+    """Copies k8s/ to root without the real secret files, and writes a dummy for every *.example (a dummy
+    clouds.yaml; *.env files with every key of the example set to SENTINEL-<key>). With only (paths relative
+    to k8s/, e.g. "base/secrets/clouds.yaml"), writes just those dummies."""
+    shutil.copytree(REPO / "k8s", root, ignore=shutil.ignore_patterns(".git"))
+    for secrets in secret_dirs(root):
+        for f in list(secrets.iterdir()):
+            if f.name != ".gitignore" and not f.name.endswith(".example"):
+                f.unlink()
+        for example in secrets.glob("*.example"):
+            real = secrets / example.name[: -len(".example")]
+            if only is not None and real.relative_to(root).as_posix() not in only:
+                continue
+            if real.name == "clouds.yaml":
+                real.write_text(
+                    "clouds:\n  otc:\n    auth:\n      username: dummy-user\n"
+                    f"      password: '{SENTINEL}-clouds'\n      project_name: eu-de_dummy\n"
+                    "      user_domain_name: OTC0000000000\n      auth_url: https://iam.eu-de.otc.t-systems.com/v3\n"
+                )
+                continue
+            lines = []
+            for line in example.read_text().splitlines():
+                s = line.strip().lstrip("#").strip()
+                if "=" in s and s.split("=", 1)[0].isupper() and " " not in s.split("=", 1)[0]:
+                    key = s.split("=", 1)[0]
+                    lines.append(f"{key}={SENTINEL}-{key.lower()}")
+            real.write_text("\n".join(lines) + "\n")
+    return root

@@ -15,7 +15,10 @@ import yaml
 
 from manifest_helpers import REPO, debug_binary, env_of, free_port, one
 
-OVERLAY = "overlays/event-display"
+# The overlays that bring each service (the default has neither sink).
+EXPORTER_OVERLAYS = ("overlays/event-display", "overlays/direct")
+NEO4J_OVERLAY = "overlays/direct"
+CHAOS_OVERLAY = "overlays/chaos-sink"
 
 
 def closed_port():
@@ -65,7 +68,7 @@ def start_and_check(exe, env, health_url, tmp_path):
 
 def test_neo4j_sink_accepts_its_manifest(overlays, tmp_path):
     exe = debug_binary("neo4j-sink")
-    docs = overlays[OVERLAY]
+    docs = overlays[NEO4J_OVERLAY]
     (c,) = one(docs, "Service", "neo4j-sink", "serving.knative.dev")["spec"]["template"]["spec"]["containers"]
     env = environment(docs, c)
     assert env["NEO4J_URI"].split("://")[0] in ("neo4j", "bolt", "neo4j+s", "bolt+s", "neo4j+ssc", "bolt+ssc")
@@ -89,7 +92,7 @@ def loopback_chaos_config(cfg):
 
 def test_chaos_sink_accepts_its_manifest(overlays, tmp_path):
     exe = debug_binary("chaos-sink")
-    docs = overlays[OVERLAY]
+    docs = overlays[CHAOS_OVERLAY]
     spec = one(docs, "Service", "chaos-sink", "serving.knative.dev")["spec"]["template"]["spec"]
     (c,) = spec["containers"]
     env = environment(docs, c)
@@ -119,16 +122,18 @@ def test_chaos_sink_accepts_the_compose_config(tmp_path):
     start_and_check(exe, env, f"http://127.0.0.1:{port}/healthz", tmp_path)
 
 
-def test_cts_exporter_accepts_its_manifest(overlays, tmp_path):
+@pytest.mark.parametrize("overlay", EXPORTER_OVERLAYS)
+def test_cts_exporter_accepts_its_manifest(overlay, overlays, tmp_path):
+    """The default's ContainerSource and the production Deployment (components/persistent-exporter)."""
     exe = debug_binary("cts-exporter")
-    docs = overlays[OVERLAY]
-    cs = one(docs, "ContainerSource", "cts-exporter")
-    (c,) = cs["spec"]["template"]["spec"]["containers"]
+    docs = overlays[overlay]
+    (w,) = [d for d in docs if d["kind"] in ("ContainerSource", "Deployment") and d["metadata"]["name"] == "cts-exporter"]
+    pod = w["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
     env = environment(docs, c)
     cloud = env["OS_CLOUD"]
     # The dummy clouds.yaml of the render names the cloud the ConfigMap selects; point it at a closed port.
-    secret = one(docs, "Secret", [v for v in cs["spec"]["template"]["spec"]["volumes"]
-                                  if "secret" in v][0]["secret"]["secretName"])
+    secret = one(docs, "Secret", [v for v in pod["volumes"] if "secret" in v][0]["secret"]["secretName"])
     clouds = yaml.safe_load(base64.b64decode(secret["data"]["clouds.yaml"]))
     assert cloud in clouds["clouds"]
     clouds["clouds"][cloud]["auth"]["auth_url"] = f"http://127.0.0.1:{closed_port()}/v3"

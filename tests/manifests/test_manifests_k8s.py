@@ -2,6 +2,7 @@
 @kubernetes-models/knative schemas; and the rendered objects are wired and locked down as documented."""
 
 import copy
+import fnmatch
 import json
 import re
 import subprocess
@@ -13,6 +14,7 @@ from manifest_helpers import (
     K8S_VERSION,
     REPO,
     SENTINEL,
+    copy_k8s_with_dummy_secrets,
     env_of,
     find,
     group_of,
@@ -23,14 +25,39 @@ from manifest_helpers import (
     workloads,
 )
 
-OVERLAYS = [".", "overlays/event-display", "overlays/direct", "overlays/broker", "overlays/sinkbinding"]
+OVERLAYS = [".", "overlays/event-display", "overlays/direct", "overlays/broker", "overlays/broker-retry-after",
+            "overlays/sinkbinding", "overlays/chaos-sink"]
 SINKS = ("neo4j-sink", "chaos-sink")
+# What each overlay installs of the sinks, and the only secret files it may need (paths under k8s/). The
+# default looks at events with nothing but clouds.yaml; each sink comes with the overlay that uses it.
+CLOUDS = "base/secrets/clouds.yaml"
+NEO4J_ENV = "sinks/neo4j-sink/secrets/neo4j.env"
+CHAOS_ENV = "sinks/chaos-sink/secrets/chaos-sink.env"
+CONTENTS = {
+    ".": ((), (CLOUDS,)),
+    "overlays/event-display": ((), (CLOUDS,)),
+    "overlays/sinkbinding": ((), (CLOUDS,)),
+    "overlays/direct": (("neo4j-sink",), (CLOUDS, NEO4J_ENV)),
+    "overlays/broker": (("neo4j-sink", "chaos-sink"), (CLOUDS, NEO4J_ENV, CHAOS_ENV)),
+    "overlays/broker-retry-after": (("neo4j-sink", "chaos-sink"), (CLOUDS, NEO4J_ENV, CHAOS_ENV)),
+    "overlays/chaos-sink": (("chaos-sink",), (CHAOS_ENV,)),
+}
+SECRET_OF_FILE = {CLOUDS: "cts-exporter-clouds", NEO4J_ENV: "neo4j-credentials", CHAOS_ENV: "chaos-sink-credentials"}
+# Overlays with the exporter, and those that load events somewhere (production: persistent cursor).
+EXPORTER_OVERLAYS = [o for o in OVERLAYS if o != "overlays/chaos-sink"]
+PRODUCTION_OVERLAYS = ["overlays/direct", "overlays/broker", "overlays/broker-retry-after", "overlays/sinkbinding"]
+BROKER_OVERLAYS = ["overlays/broker", "overlays/broker-retry-after"]
+
+
+def sinks_in(overlay):
+    return CONTENTS[overlay][0]
 
 
 def test_the_overlays_exist():
     dirs = {d.relative_to(REPO / "k8s").as_posix() for d in kustomization_dirs(REPO / "k8s")}
     assert set(OVERLAYS) <= dirs, dirs
-    assert "base" in dirs
+    assert {"base", "sinks/neo4j-sink", "sinks/chaos-sink"} <= dirs
+    assert set(CONTENTS) == set(OVERLAYS)
 
 
 def test_every_kustomization_renders(rendered):
@@ -142,9 +169,10 @@ def resolve(docs, ref, namespace="cts-knative"):
 EXPECTED_SINK = {
     ".": ("Service", "event-display"),
     "overlays/event-display": ("Service", "event-display"),
+    "overlays/sinkbinding": ("Service", "event-display"),
     "overlays/direct": ("Service", "neo4j-sink"),
     "overlays/broker": ("Broker", "default"),
-    "overlays/sinkbinding": ("Service", "event-display"),
+    "overlays/broker-retry-after": ("Broker", "default"),
 }
 
 
@@ -153,8 +181,12 @@ def test_the_exporter_is_wired_to_a_sink(overlay, overlays):
     docs = overlays[overlay]
     sources = list(find(docs, "ContainerSource"))
     bindings = list(find(docs, "SinkBinding"))
-    if overlay == "overlays/sinkbinding":
-        assert not sources, "the sinkbinding overlay replaces the ContainerSource"
+    if overlay not in EXPORTER_OVERLAYS:
+        assert not sources and not bindings and not list(find(docs, "Deployment")), "no exporter here"
+        assert not list(find(docs, "Namespace")), "an add-on overlay must not own (and re-apply) the namespace"
+        return
+    if overlay in PRODUCTION_OVERLAYS:
+        assert not sources, "the production overlays replace the ContainerSource"
         (b,) = bindings
         subject = b["spec"]["subject"]
         assert subject["kind"] == "Deployment" and subject["apiVersion"] == "apps/v1"
@@ -171,15 +203,53 @@ def test_the_exporter_is_wired_to_a_sink(overlay, overlays):
     assert (target["kind"], target["metadata"]["name"]) == EXPECTED_SINK[overlay]
 
 
-def test_the_sinkbinding_deployment_runs_the_containersource_pod(overlays):
-    """overlays/sinkbinding/deployment.yaml repeats the ContainerSource template: they must not drift."""
+@pytest.mark.parametrize("overlay", PRODUCTION_OVERLAYS)
+def test_the_exporter_deployment_runs_the_containersource_pod(overlay, overlays):
+    """components/persistent-exporter/deployment.yaml repeats the ContainerSource template: they must not drift.
+    The one difference is the state volume: ephemeral in the ContainerSource, the PVC in the Deployment."""
     cs = one(overlays["overlays/event-display"], "ContainerSource", "cts-exporter")["spec"]["template"]
-    dep = one(overlays["overlays/sinkbinding"], "Deployment", "cts-exporter")
-    assert dep["spec"]["strategy"]["type"] == "Recreate" and dep["spec"]["replicas"] == 1
+    dep = one(overlays[overlay], "Deployment", "cts-exporter")
     a, b = copy.deepcopy(cs["spec"]), copy.deepcopy(dep["spec"]["template"]["spec"])
-    a.pop("affinity", None)  # only the ContainerSource needs it (RollingUpdate on a ReadWriteOnce volume)
+    (sa,) = [v for v in a["volumes"] if v["name"] == "state"]
+    (sb,) = [v for v in b["volumes"] if v["name"] == "state"]
+    assert "emptyDir" in sa and "persistentVolumeClaim" in sb
+    for spec in (a, b):
+        spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "state"]
     assert a == b
     assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+# ---- never two exporters on one cursor ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_never_two_exporters_on_one_cursor(overlay, overlays):
+    """Every workload that mounts a PVC (the exporter's cursor) is a Deployment that Kubernetes keeps at one pod
+    through rollouts (replicas 1, strategy Recreate) and whose claim only one pod can use (ReadWriteOncePod:
+    covers a deleted or evicted pod's replacement, which Recreate does not). A ContainerSource may not hold
+    the cursor: the Deployment Knative makes for it rolls out with RollingUpdate, the new pod first."""
+    docs = overlays[overlay]
+    claimed = {}
+    for w, spec in workloads(docs):
+        for v in spec.get("volumes", []):
+            if "persistentVolumeClaim" not in v:
+                continue
+            name = v["persistentVolumeClaim"]["claimName"]
+            where = f"{w['kind']} {w['metadata']['name']}"
+            assert name not in claimed, f"{where} and {claimed.get(name)} mount the same claim {name}"
+            claimed[name] = where
+            assert w["kind"] == "Deployment", f"{where} holds a cursor volume: only a Deployment can be Recreate"
+            assert w["spec"]["replicas"] == 1, where
+            assert w["spec"]["strategy"] == {"type": "Recreate"}, where
+            pvc = one(docs, "PersistentVolumeClaim", name)
+            assert pvc["spec"]["accessModes"] == ["ReadWriteOncePod"], pvc["spec"]["accessModes"]
+    for cs in find(docs, "ContainerSource"):
+        for v in cs["spec"]["template"]["spec"].get("volumes", []):
+            assert "persistentVolumeClaim" not in v, "a ContainerSource's Deployment rolls out new-pod-first"
+    if overlay in PRODUCTION_OVERLAYS:
+        assert list(claimed.values()) == ["Deployment cts-exporter"], "production keeps its cursor across pods"
+    elif overlay in EXPORTER_OVERLAYS:
+        assert not claimed, "the default's cursor is ephemeral (documented in docs/deployment.md)"
 
 
 # ---- secrets and configuration --------------------------------------------------------------------------
@@ -232,7 +302,12 @@ def test_the_sinks_take_their_secrets_by_secret_key_ref(overlay, overlays):
             "CHAOS_SINK_GRAFANA_API_TOKEN": "chaos-sink-credentials",
         },
     }
+    for name in SINKS:
+        found = list(find(docs, "Service", name, "serving.knative.dev"))
+        assert len(found) == (1 if name in sinks_in(overlay) else 0), f"{overlay}: {name}"
     for name, wanted in expected.items():
+        if name not in sinks_in(overlay):
+            continue
         (c,) = one(docs, "Service", name, "serving.knative.dev")["spec"]["template"]["spec"]["containers"]
         env = env_of(c)
         for var, secret in wanted.items():
@@ -250,8 +325,8 @@ def test_the_sinks_take_their_secrets_by_secret_key_ref(overlay, overlays):
 def test_no_secret_outside_secrets(overlay, overlays):
     docs = overlays[overlay]
     secrets = [d for d in docs if d["kind"] == "Secret"]
-    assert {s["metadata"]["name"].rsplit("-", 1)[0] for s in secrets} == {
-        "cts-exporter-clouds", "neo4j-credentials", "chaos-sink-credentials"}
+    assert sorted(s["metadata"]["name"].rsplit("-", 1)[0] for s in secrets) == sorted(
+        SECRET_OF_FILE[f] for f in CONTENTS[overlay][1])
     for d in docs:
         if d["kind"] == "Secret":
             continue
@@ -264,6 +339,17 @@ def test_no_secret_outside_secrets(overlay, overlays):
                     m = re.match(r"\s*([\w.-]+)\s*:\s*(\S.*)?$", line)
                     if m and m.group(2) and (SECRET_ENV.search(m.group(1)) or m.group(1) in ("sk", "ak")):
                         pytest.fail(f"ConfigMap {d['metadata']['name']}/{key} sets {m.group(1)}")
+
+
+def secret_generator_files(root):
+    """{path under k8s/ of every file a secretGenerator reads: the kustomization dir it belongs to}."""
+    out = {}
+    for k in sorted((root).rglob("kustomization.yaml")):
+        for gen in yaml.safe_load(k.read_text()).get("secretGenerator", []):
+            for f in gen.get("files", []) + gen.get("envs", []):
+                real = (k.parent / f.split("=", 1)[-1]).relative_to(root).as_posix()
+                out[real] = k.parent.relative_to(root).as_posix()
+    return out
 
 
 def test_committed_manifests_hold_no_secret(repo):
@@ -282,13 +368,60 @@ def test_committed_manifests_hold_no_secret(repo):
             m = re.match(r"\s*([A-Za-z_]+)\s*[:=]\s*'?([^'#]*)'?", line)
             if m and not line.lstrip().startswith("#") and SECRET_ENV.search(m.group(1)) and m.group(2).strip():
                 assert m.group(2).strip().startswith("<"), f"{p}: {line}"
-    kust = yaml.safe_load((repo / "k8s/base/kustomization.yaml").read_text())
-    for gen in kust["secretGenerator"]:
-        for f in gen.get("files", []) + gen.get("envs", []):
-            real = "k8s/base/" + f.split("=", 1)[-1]
-            ignored = subprocess.run(["git", "check-ignore", "-q", real], cwd=repo).returncode == 0
-            assert ignored, f"{real} is not gitignored"
-            assert (repo / (real + ".example")).exists(), f"{real}.example is missing"
+    files = secret_generator_files(repo / "k8s")
+    assert set(files) == set(SECRET_OF_FILE), files
+    for f in files:
+        real = "k8s/" + f
+        ignored = subprocess.run(["git", "check-ignore", "-q", real], cwd=repo).returncode == 0
+        assert ignored, f"{real} is not gitignored"
+        assert (repo / (real + ".example")).exists(), f"{real}.example is missing"
+        assert (repo / real).parent.name == "secrets", f"{real}: secret files live in a secrets/ directory"
+
+
+def dockerignore_excludes(rules, path):
+    """Whether .dockerignore rules (Docker's syntax: last match wins, ! re-includes, ** any directories)
+    keep path out of the build context."""
+    excluded = False
+    for rule in rules:
+        negate = rule.startswith("!")
+        pattern = rule[1:] if negate else rule
+        regex = re.escape(pattern.strip("/")).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*")
+        regex = regex.replace(r"\?", "[^/]")
+        if re.fullmatch(regex + "(/.*)?", path):
+            excluded = not negate
+    return excluded
+
+
+def test_secret_files_stay_out_of_the_image_build_context(repo):
+    """Every file a secretGenerator reads (wherever its kustomization is) is excluded by .dockerignore."""
+    rules = [l.strip() for l in (repo / ".dockerignore").read_text().splitlines()
+             if l.strip() and not l.startswith("#")]
+    assert dockerignore_excludes(rules, "k8s/base/secrets/clouds.yaml")
+    assert not dockerignore_excludes(rules, "k8s/base/secrets/clouds.yaml.example")
+    assert not dockerignore_excludes(rules, "cts-exporter/src/main.rs")
+    for f in secret_generator_files(repo / "k8s"):
+        assert dockerignore_excludes(rules, "k8s/" + f), f"k8s/{f} would be sent to docker build"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_needs_only_its_own_secret_files(overlay, kubectl, tmp_path):
+    """With only the secret files CONTENTS lists, the overlay renders (the default needs nothing but
+    clouds.yaml); without any one of them it does not, so the list is exact."""
+    needed = CONTENTS[overlay][1]
+
+    def render(files, name):
+        root = copy_k8s_with_dummy_secrets(tmp_path / name / "k8s", only=set(files))
+        return subprocess.run([kubectl, "kustomize", str(root / overlay)], capture_output=True, text=True,
+                              timeout=120)
+
+    p = render(needed, "all")
+    assert p.returncode == 0, p.stderr
+    rendered_secrets = sorted(d["metadata"]["name"].rsplit("-", 1)[0] for d in yaml.safe_load_all(p.stdout)
+                              if d and d["kind"] == "Secret")
+    assert rendered_secrets == sorted(SECRET_OF_FILE[f] for f in needed)
+    for i, missing in enumerate(needed):
+        p = render([f for f in needed if f != missing], f"without-{i}")
+        assert p.returncode != 0 and missing.rsplit("/", 1)[1] in p.stderr, (missing, p.stderr)
 
 
 # ---- probes, security, Knative settings ----------------------------------------------------------------
@@ -297,7 +430,7 @@ def test_committed_manifests_hold_no_secret(repo):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_sinks_probe_healthz_and_readyz(overlay, overlays):
     docs = overlays[overlay]
-    for name in SINKS:
+    for name in sinks_in(overlay):
         spec = one(docs, "Service", name, "serving.knative.dev")["spec"]["template"]["spec"]
         (c,) = spec["containers"]
         (port,) = c["ports"]
@@ -345,7 +478,7 @@ def test_containers_are_locked_down(overlay, overlays):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_knative_service_settings(overlay, overlays):
     docs = overlays[overlay]
-    for name in SINKS:
+    for name in sinks_in(overlay):
         ksvc = one(docs, "Service", name, "serving.knative.dev")
         assert ksvc["metadata"]["labels"].get("networking.knative.dev/visibility") == "cluster-local"
         tmpl = ksvc["spec"]["template"]
@@ -357,12 +490,11 @@ def test_knative_service_settings(overlay, overlays):
         assert delay > 0
         # timeoutSeconds is also the pod's termination grace period: the shutdown must fit in it.
         assert delay + drain < spec["timeoutSeconds"] <= 600
-        assert tmpl["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1" or name != "neo4j-sink"
-    assert one(docs, "Service", "neo4j-sink", "serving.knative.dev")["spec"]["template"]["metadata"]["annotations"][
-        "autoscaling.knative.dev/min-scale"] == "1"
+        # Both keep one warm replica: the Bolt pool / the per-run state.
+        assert tmpl["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1", name
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", EXPORTER_OVERLAYS)
 def test_the_exporter_state_and_credentials_are_mounted(overlay, overlays):
     docs = overlays[overlay]
     (w, spec), = [(w, s) for w, s in workloads(docs) if w["metadata"]["name"] == "cts-exporter"]
@@ -372,10 +504,11 @@ def test_the_exporter_state_and_credentials_are_mounted(overlay, overlays):
     volumes = {v["name"]: v for v in spec["volumes"]}
     state_dir = env["CTS_STATE_FILE"]["value"].rsplit("/", 1)[0]
     state = volumes[mounts[state_dir]]
-    assert "persistentVolumeClaim" in state or "emptyDir" in state
-    if "persistentVolumeClaim" in state:
+    if overlay in PRODUCTION_OVERLAYS:
         pvc = one(docs, "PersistentVolumeClaim", state["persistentVolumeClaim"]["claimName"])
-        assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+        assert pvc["spec"]["accessModes"] == ["ReadWriteOncePod"]
+    else:
+        assert w["kind"] == "ContainerSource" and "emptyDir" in state
     assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsUser"], "state dir writable"
     clouds_dir, clouds_file = env["OS_CLIENT_CONFIG_FILE"]["value"].rsplit("/", 1)
     secret_vol = volumes[mounts[clouds_dir]]
@@ -443,8 +576,9 @@ def trigger_matches(trigger: dict, event: dict) -> bool:
     return all(event.get(k) == v for k, v in spec.get("filter", {}).get("attributes", {}).items())
 
 
-def test_triggers_route_the_right_types(overlays):
-    docs = overlays["overlays/broker"]
+@pytest.mark.parametrize("overlay", BROKER_OVERLAYS)
+def test_triggers_route_the_right_types(overlay, overlays):
+    docs = overlays[overlay]
     triggers = {t["spec"]["subscriber"]["ref"]["name"]: t for t in find(docs, "Trigger")}
     assert set(triggers) == {"neo4j-sink", "chaos-sink"}
     for t in triggers.values():
@@ -466,8 +600,9 @@ def test_the_chaos_types_are_the_schema_s(repo):
     assert found == set(CHAOS_TYPES)
 
 
-def test_broker_delivery_retries_with_backoff_and_dead_letters(overlays):
-    docs = overlays["overlays/broker"]
+@pytest.mark.parametrize("overlay", BROKER_OVERLAYS)
+def test_broker_delivery_retries_with_backoff_and_dead_letters(overlay, overlays):
+    docs = overlays[overlay]
     broker = one(docs, "Broker", "default")
     for obj in [broker] + list(find(docs, "Trigger")):
         d = obj["spec"]["delivery"]
@@ -483,6 +618,104 @@ def test_broker_delivery_retries_with_backoff_and_dead_letters(overlays):
         assert re.fullmatch(r"PT\d+S", t["spec"]["delivery"]["timeout"])
 
 
+ISO_DURATION = re.compile(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+
+
+def iso_seconds(value: str) -> float:
+    """An ISO 8601 duration of days/hours/minutes/seconds (what Knative's delivery fields take) in seconds."""
+    m = ISO_DURATION.fullmatch(value)
+    assert m and value not in ("P", "PT") and not value.endswith("T"), f"not an ISO 8601 duration: {value}"
+    d, h, mi, s = (float(x) if x else 0.0 for x in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+def backoff_waits(delivery: dict) -> list:
+    """The waits Knative's dispatcher makes between the attempts of one event, as knative/eventing computes them
+    (pkg/kncloudevents/retries.go RetryConfigFromDeliverySpec, driven by go-retryablehttp, whose attempt number
+    i counts from 0 for the first retry): exponential backoffDelay * 2^i, linear backoffDelay * i, for i < retry.
+    Without backoffDelay or backoffPolicy the backoff is 0. A Retry-After (delivery-retryafter) can only make a
+    wait longer: the dispatcher takes the larger of the two."""
+    n = delivery.get("retry", 0)
+    if "backoffDelay" not in delivery or "backoffPolicy" not in delivery:
+        return [0.0] * n
+    d = iso_seconds(delivery["backoffDelay"])
+    policy = delivery["backoffPolicy"]
+    assert policy in ("exponential", "linear"), policy
+    return [d * 2 ** i if policy == "exponential" else d * i for i in range(n)]
+
+
+def test_backoff_waits_follow_knative():
+    assert backoff_waits({"retry": 3, "backoffPolicy": "exponential", "backoffDelay": "PT2S"}) == [2, 4, 8]
+    assert backoff_waits({"retry": 3, "backoffPolicy": "linear", "backoffDelay": "PT2S"}) == [0, 2, 4]
+    assert backoff_waits({"retry": 2}) == [0, 0]
+    assert sum(backoff_waits({"retry": 10, "backoffPolicy": "exponential", "backoffDelay": "PT1S"})) == 1023
+    assert iso_seconds("PT1M30S") == 90 and iso_seconds("PT0.5S") == 0.5 and iso_seconds("P1DT1H") == 90000
+    with pytest.raises(AssertionError):
+        iso_seconds("1s")
+
+
+OUTAGE_SECONDS = 600  # the database outage every delivery must ride out (issue 14): 10 minutes
+SERVING_MAX_TIMEOUT = 600  # Knative Serving's max-revision-timeout-seconds default: no request outlives it
+
+
+def effective_deliveries(docs):
+    """{object: delivery} for the Broker's own hop and every Trigger (a Trigger without delivery uses the
+    Broker's)."""
+    out = {}
+    for b in find(docs, "Broker"):
+        out[f"Broker {b['metadata']['name']}"] = b["spec"].get("delivery", {})
+    for t in find(docs, "Trigger"):
+        broker = one(docs, "Broker", t["spec"]["broker"])
+        out[f"Trigger {t['metadata']['name']}"] = t["spec"].get("delivery") or broker["spec"].get("delivery", {})
+    return out
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_delivery_rides_out_a_10_minute_outage(overlay, overlays, repo):
+    """Backoff alone, without Retry-After (delivery-retryafter is alpha and off by default), spans at least
+    10 minutes before an event is dead-lettered; every attempt is cut off by timeout, below the subscriber's
+    own timeoutSeconds (a single request cannot wait out the outage: Serving caps it at 600 s). The figure the
+    docs state is the one computed here."""
+    docs = overlays[overlay]
+    deliveries = effective_deliveries(docs)
+    if overlay not in BROKER_OVERLAYS:
+        assert not deliveries
+        return
+    totals = set()
+    for where, d in deliveries.items():
+        total = sum(backoff_waits(d))
+        assert total >= OUTAGE_SECONDS, f"{where}: {total} s of backoff, less than {OUTAGE_SECONDS} s"
+        totals.add(total)
+    for t in find(docs, "Trigger"):
+        timeout = iso_seconds(t["spec"]["delivery"]["timeout"])
+        ksvc = resolve(docs, t["spec"]["subscriber"]["ref"])
+        assert 0 < timeout < ksvc["spec"]["template"]["spec"]["timeoutSeconds"] <= SERVING_MAX_TIMEOUT, t
+    (total,) = totals  # one schedule everywhere, so the docs can state one figure
+    figure = f"{total:.0f} s"
+    for doc in ("docs/deployment.md", "k8s/README.md", "k8s/overlays/broker/triggers.yaml"):
+        assert figure in (repo / doc).read_text(), f"{doc} does not state the computed backoff {figure}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_retry_after_max_only_where_the_feature_is_assumed(overlay, overlays):
+    """retryAfterMax is rejected by Knative's webhook unless delivery-retryafter is enabled, and without it
+    Retry-After is ignored even when the feature is on: so it is set on every delivery of the overlay made for
+    that feature, and nowhere else."""
+    deliveries = effective_deliveries(overlays[overlay])
+    if overlay == "overlays/broker-retry-after":
+        assert deliveries
+        for where, d in deliveries.items():
+            cap = iso_seconds(d["retryAfterMax"])
+            # Above what the sinks ask for (neo4j-sink NEO4J_RETRY_AFTER_SECS 2, chaos-sink retry_after 5), so
+            # their Retry-After is honoured as sent; bounded, so a relayed one cannot park an event for long.
+            assert 5 <= cap <= 300, (where, cap)
+        base = effective_deliveries(overlays["overlays/broker"])
+        assert {k: {f: v for f, v in d.items() if f != "retryAfterMax"} for k, d in deliveries.items()} == base
+    else:
+        for where, d in deliveries.items():
+            assert "retryAfterMax" not in d, f"{overlay} {where}: needs delivery-retryafter, which is alpha"
+
+
 def test_event_display_is_knative_s(overlays):
     ksvc = one(overlays["."], "Service", "event-display", "serving.knative.dev")
     image = ksvc["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -492,7 +725,8 @@ def test_event_display_is_knative_s(overlays):
 # ---- configuration names agree with the services ----------------------------------------------------------
 
 
-def test_configured_variables_exist_in_the_services(repo, overlays):
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_configured_variables_exist_in_the_services(overlay, repo, overlays):
     """Every variable the manifests set is one the service reads (a typo would be silently ignored)."""
     shared = (repo / "README.md").read_text()
 
@@ -502,14 +736,64 @@ def test_configured_variables_exist_in_the_services(repo, overlays):
         return text + text.upper()
 
     known = {name: sources(name) + shared for name in ("cts-exporter", "neo4j-sink", "chaos-sink")}
-    for w, spec in workloads(overlays["overlays/event-display"]):
+    docs = overlays[overlay]
+    for w, spec in workloads(docs):
         name = w["metadata"]["name"]
         if name not in known:
             continue
         (c,) = spec["containers"]
         names = set(env_of(c))
         for ef in c.get("envFrom", []):
-            cm = one(overlays["overlays/event-display"], "ConfigMap", ef["configMapRef"]["name"])
+            cm = one(docs, "ConfigMap", ef["configMapRef"]["name"])
             names |= set(cm["data"])
         for var in names:
             assert var in known[name], f"{name}: {var} is not a variable the service reads"
+
+
+# ---- the docs name what exists ----------------------------------------------------------------------------
+
+K8S_PATH = re.compile(r"(?<![\w/.-])((?:k8s/)?(?:base|sinks|overlays|components)/[\w./-]*[\w-])")
+
+
+def documented_k8s_paths(repo):
+    """(doc, path) for every k8s/ path named in the deployment docs: docs/deployment.md, k8s/README.md and the
+    README's "Deploying on Knative" section (paths in k8s/README.md and the docs' tables are relative to k8s/)."""
+    readme = (repo / "README.md").read_text()
+    start = readme.index("## Deploying on Knative")
+    texts = {
+        "docs/deployment.md": (repo / "docs/deployment.md").read_text(),
+        "k8s/README.md": (repo / "k8s/README.md").read_text(),
+        "README.md#deploying-on-knative": readme[start:readme.index("\n## ", start + 1)],
+    }
+    for doc, text in texts.items():
+        for m in K8S_PATH.finditer(text):
+            yield doc, m.group(1)
+
+
+def test_the_docs_name_only_paths_that_exist(repo):
+    """A moved or renamed manifest, secret or setting file must not leave the deployment docs behind. A secret
+    file itself is gitignored: its .example must exist."""
+    seen = 0
+    for doc, path in documented_k8s_paths(repo):
+        rel = path if path.startswith("k8s/") else "k8s/" + path
+        target = repo / rel
+        ok = target.exists() or (target.parent.name == "secrets" and (repo / (rel + ".example")).exists())
+        assert ok, f"{doc} names {path}, which does not exist"
+        seen += 1
+    assert seen > 30, "the path pattern no longer finds the docs' paths"
+
+
+def test_the_docs_state_the_versions_and_the_feature_flags_used(repo, overlays):
+    """docs/deployment.md's table of assumptions names every Knative feature flag a rendered overlay relies on,
+    with the overlays that need an alpha one, and the minimum versions."""
+    docs = (repo / "docs/deployment.md").read_text()
+    table = docs[docs.index("### Versions and feature flags assumed"):docs.index("### Install")]
+    assert "| Knative Serving and Eventing | 1.15 or later |" in table
+    assert "| Kubernetes | 1.29 or later |" in table  # ReadWriteOncePod is GA from 1.29
+    for overlay, objs in overlays.items():
+        for where, d in effective_deliveries(objs).items():
+            if "timeout" in d:
+                assert "| Eventing `delivery-timeout` | beta, **enabled by default**" in table, (overlay, where)
+            if "retryAfterMax" in d:
+                row = [l for l in table.splitlines() if l.startswith("| Eventing `delivery-retryafter` |")]
+                assert row and "alpha" in row[0] and overlay in row[0], (overlay, where)
