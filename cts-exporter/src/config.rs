@@ -622,7 +622,7 @@ mod tests {
             "--once",
             "EXIT CODES",
         ] {
-            assert!(HELP.contains(var), "{var}");
+            assert!(CLI.help_text().contains(var), "{var}");
         }
     }
 }
