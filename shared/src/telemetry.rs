@@ -126,20 +126,97 @@ pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
         LogFormat::Text => registry
             .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
             .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false),
-            )
-            .try_init(),
+        LogFormat::Json => registry.with(json_layer(std::io::stdout)).try_init(),
     };
     result.map_err(|e| TelemetryError::AlreadyInit(e.to_string()))?;
     Ok(TelemetryGuard {
         provider,
         exporting,
     })
+}
+
+/// The JSON log layer: one object per line, event fields flattened, and the `trace_id`/`span_id` of the
+/// span the event belongs to, so a log line finds its trace (and the trace its log lines).
+pub fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    let dispatch = DispatchCell::default();
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .event_format(WithTraceIds {
+            inner: tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false),
+            dispatch: dispatch.clone(),
+        })
+        .with_writer(writer)
+        .and_then(dispatch)
+}
+
+/// The subscriber the log layer is part of. A formatter cannot ask `tracing` for it while an event is
+/// being dispatched (the default dispatcher is not re-entrant), so this layer keeps it when registered.
+#[derive(Clone, Default)]
+struct DispatchCell(std::sync::Arc<std::sync::OnceLock<tracing::dispatcher::WeakDispatch>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DispatchCell {
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.0.set(subscriber.downgrade());
+    }
+}
+
+/// Wraps a JSON event formatter and appends `"trace_id"` and `"span_id"` (W3C hex) to each object.
+struct WithTraceIds<F> {
+    inner: F,
+    dispatch: DispatchCell,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use opentelemetry::trace::TraceContextExt as _;
+        let mut line = String::new();
+        self.inner.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        let ids = ctx.parent_span().and_then(|span| {
+            let dispatch = self.dispatch.0.get()?.upgrade()?;
+            let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+            let otel_span = cx.span();
+            let sc = otel_span.span_context();
+            sc.is_valid()
+                .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+        });
+        match (ids, line.trim_end().strip_suffix('}')) {
+            (Some((trace_id, span_id)), Some(object)) => {
+                // Hex ids need no JSON escaping; an empty object gets no leading comma.
+                let sep = if object.trim_end().ends_with('{') {
+                    ""
+                } else {
+                    ","
+                };
+                writeln!(
+                    writer,
+                    "{object}{sep}\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
+                )
+            }
+            _ => writer.write_str(&line),
+        }
+    }
 }
 
 struct MapCarrier<'a>(&'a HashMap<String, String>);
@@ -198,6 +275,66 @@ pub fn inject_current(headers: &mut reqwest::header::HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `MakeWriter` into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'w self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn json_logs_carry_the_trace_and_span_id_of_their_span() {
+        use opentelemetry::trace::TraceContextExt as _;
+        let buf = Buffer::default();
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(json_layer(buf.clone()));
+        let (trace_id, span_id) = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(n = 1, "outside any span");
+            let span = tracing::info_span!("request", path = "/x");
+            let _entered = span.enter();
+            tracing::info!(quote = "a \"quoted\" } value", "inside");
+            let cx = span.context();
+            let sc = cx.span().span_context().clone();
+            (sc.trace_id().to_string(), sc.span_id().to_string())
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["message"], "outside any span");
+        assert!(
+            lines[0].get("trace_id").is_none(),
+            "no span, no ids: {text}"
+        );
+        assert_eq!(lines[1]["message"], "inside");
+        assert_eq!(lines[1]["quote"], "a \"quoted\" } value");
+        assert_eq!(lines[1]["trace_id"], trace_id.as_str());
+        assert_eq!(lines[1]["span_id"], span_id.as_str());
+        assert_eq!(trace_id.len(), 32);
+        assert_eq!(span_id.len(), 16);
+    }
 
     #[test]
     fn log_format_values() {
