@@ -5,6 +5,7 @@
 //! `scripts/test`. When the variable is missing the test fails under `CI=true` or
 //! `TEST_REQUIRE_SERVERS=1`, and is skipped with a message otherwise.
 
+pub mod balancer;
 pub mod cli;
 
 use crate::cloudevent::Event;
