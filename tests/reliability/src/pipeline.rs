@@ -140,8 +140,6 @@ pub fn neo4j_sink_vars(graph: &Graph, db: &str) -> Vars {
     ])
 }
 
-/// A fake broker delivering to `subscriber` with a retry budget that outlasts a database restart
-/// (`retry` tries from 100 ms, each backoff capped at 2 s, `Retry-After` honoured up to 2 s).
 /// A neo4j-sink process writing to database `db`, started and ready (database connected).
 pub async fn neo4j_sink(graph: &Graph, db: &str, dir: &Path) -> SinkProc {
     let sink = SinkProc::start("neo4j-sink", neo4j_sink_vars(graph, db), dir).await;
@@ -161,6 +159,8 @@ pub fn spawn_exporter_paged(sim: &OtcSim, dir: &Path, k_sink: &str, page: usize)
     )
 }
 
+/// A fake broker delivering to `subscriber` with a retry budget that outlasts a database restart
+/// (`retry` tries from 100 ms, each backoff capped at 2 s, `Retry-After` honoured up to 2 s).
 pub fn broker(subscriber: &str, retry: u32, concurrency: usize) -> fake_broker::FakeBroker {
     let mut cfg = fake_broker::BrokerConfig::new(subscriber.parse().expect("subscriber URL"));
     cfg.retry = retry;
