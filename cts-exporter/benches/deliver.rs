@@ -256,13 +256,38 @@ fn binary_peak_rss_kb(vars: &[(String, String)], dir: &Path) -> u64 {
         .expect("peak_rss_kb in the exporter's last log line")
 }
 
-/// CPU seconds (user + system) used so far by this whole process: simulator, receiver and client together.
-fn cpu_s() -> f64 {
+/// Fields of `/proc/self/stat` after the command name, as clock ticks turned into seconds.
+fn stat_s(fields: &[usize]) -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
+    fields.iter().map(|&i| t(i)).sum::<f64>() / 100.0
+}
+
+/// CPU seconds (user + system) used so far by this whole process: simulator, receiver and client together.
+fn cpu_s() -> f64 {
+    stat_s(&[11, 12])
+}
+
+/// CPU seconds (user + system) of the child processes this process has waited for (`cutime + cstime`):
+/// the exporter binary's own CPU, without the simulator or the receiver.
+fn children_cpu_s() -> f64 {
+    stat_s(&[13, 14])
+}
+
+/// Median, min and max of `v` (not empty).
+fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    (s[s.len() / 2], s[0], s[s.len() - 1])
+}
+
+/// The machine's load averages, as `/proc/loadavg` gives them.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -283,7 +308,14 @@ fn main() {
         let large = sim(big).await;
         let config = config(vars(&large, &dir, &receiver.url), &dir);
         let concurrency = config.sink_concurrency;
-        println!("cts-exporter delivery benchmark: {big} traces, concurrency {concurrency}, 3 runs each (best kept)");
+        let rounds: usize = std::env::var("BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        println!(
+            "cts-exporter delivery benchmark: {big} traces, concurrency {concurrency}, {rounds} rounds (exporter, baseline, sender in turn), load {}",
+            load()
+        );
 
         let sender = Sender::new(config.delivery.clone().unwrap_or_else(|| {
             DeliveryConfig::new(receiver.url.parse().expect("url"))
@@ -303,29 +335,46 @@ fn main() {
             big as f64 / started.elapsed().as_secs_f64()
         );
 
-        let mut exporter_best: f64 = 0.0;
-        let mut baseline_best: f64 = 0.0;
-        let mut sender_best: f64 = 0.0;
+        let (mut exporter, mut baseline, mut senders, mut ratios) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut exporter_cpu, mut baseline_cpu) = (Vec::new(), Vec::new());
         let metered = sender.clone().with_metrics(&Registry::new()).expect("metrics");
-        for _ in 0..3 {
+        let per_event = |c: f64| (cpu_s() - c) * 1e6 / big as f64;
+        for round in 1..=rounds {
             let c = cpu_s();
-            exporter_best = exporter_best.max(exporter_run(&config, &receiver, big).await);
-            println!("    exporter run: process CPU {:.1} µs per event", (cpu_s() - c) * 1e6 / big as f64);
+            let e = exporter_run(&config, &receiver, big).await;
+            exporter_cpu.push(per_event(c));
             let c = cpu_s();
-            baseline_best =
-                baseline_best.max(baseline_run(&encoded, &receiver.url, concurrency).await);
-            println!("    baseline run: process CPU {:.1} µs per event", (cpu_s() - c) * 1e6 / big as f64);
-            let c = cpu_s();
-            sender_best = sender_best.max(sender_run(&encoded, &metered, concurrency).await);
-            println!("    sender run: process CPU {:.1} µs per event", (cpu_s() - c) * 1e6 / big as f64);
+            let b = baseline_run(&encoded, &receiver.url, concurrency).await;
+            baseline_cpu.push(per_event(c));
+            let s = sender_run(&encoded, &metered, concurrency).await;
+            println!(
+                "    round {round}: exporter {e:.0} ev/s ({:.1} µs CPU/event), baseline {b:.0} ev/s ({:.1} µs), ratio {:.0}%, sender {s:.0} ev/s; load {}",
+                exporter_cpu[round - 1],
+                baseline_cpu[round - 1],
+                100.0 * e / b,
+                load()
+            );
+            exporter.push(e);
+            baseline.push(b);
+            senders.push(s);
+            ratios.push(e / b);
         }
         drop(encoded);
-        let ratio = exporter_best / baseline_best;
-        println!("  exporter (CTS paging + events + delivery): {exporter_best:>9.0} events/s");
-        println!("  baseline (bare reqwest, pre-encoded):      {baseline_best:>9.0} events/s");
-        println!("  shared::delivery::Sender, pre-encoded:     {sender_best:>9.0} events/s");
+        let show = |name: &str, v: &[f64], unit: &str| {
+            let (med, min, max) = spread(v);
+            println!("  {name:<44} median {med:>9.1} (min {min:.1}, max {max:.1}) {unit}, {} runs", v.len());
+        };
+        show("exporter (CTS paging + events + delivery):", &exporter, "events/s");
+        show("baseline (bare reqwest, pre-encoded):", &baseline, "events/s");
+        show("shared::delivery::Sender, pre-encoded:", &senders, "events/s");
+        show("process CPU per event, exporter run:", &exporter_cpu, "µs");
+        show("process CPU per event, baseline run:", &baseline_cpu, "µs");
+        let ratios_pct: Vec<f64> = ratios.iter().map(|r| r * 100.0).collect();
+        show("ratio exporter / baseline, per round:", &ratios_pct, "%");
+        let (ratio, _, _) = spread(&ratios);
         println!(
-            "  ratio: {:.0}% of the baseline (target >= 50%): {}",
+            "  median ratio {:.0}% of the baseline (target >= 50%): {}",
             ratio * 100.0,
             if ratio >= 0.5 { "OK" } else { "BELOW TARGET" }
         );
@@ -335,24 +384,35 @@ fn main() {
         std::fs::create_dir_all(&small_dir).expect("dir");
         let small_vars = vars(&small, &small_dir, &receiver.url);
         let large_vars = vars(&large, &dir, &receiver.url);
-        let (rss_small, rss_large) = tokio::task::spawn_blocking(move || {
-            (
-                binary_peak_rss_kb(&small_vars, &small_dir),
-                binary_peak_rss_kb(&large_vars, &dir),
-            )
+        // The binary alone, as a child: its peak RSS and its own CPU per event (cutime + cstime: no
+        // simulator or receiver in it), which moves far less with the machine's load than its rate.
+        let binary_rounds = rounds.min(3);
+        let runs = tokio::task::spawn_blocking(move || {
+            (0..binary_rounds)
+                .map(|_| {
+                    let small = binary_peak_rss_kb(&small_vars, &small_dir);
+                    let c = children_cpu_s();
+                    let large = binary_peak_rss_kb(&large_vars, &dir);
+                    (small, large, (children_cpu_s() - c) * 1e6 / big as f64)
+                })
+                .collect::<Vec<_>>()
         })
         .await
         .expect("binary runs");
-        let growth = rss_large as f64 / rss_small as f64 - 1.0;
         let mb = |kb: u64| kb as f64 / 1024.0;
+        let small_mb: Vec<f64> = runs.iter().map(|r| mb(r.0)).collect();
+        let large_mb: Vec<f64> = runs.iter().map(|r| mb(r.1)).collect();
+        let growth: Vec<f64> = runs.iter().map(|r| 100.0 * (r.1 as f64 / r.0 as f64 - 1.0)).collect();
+        let binary_cpu: Vec<f64> = runs.iter().map(|r| r.2).collect();
+        show(&format!("binary peak RSS, {} traces:", big / 10), &small_mb, "MB");
+        show(&format!("binary peak RSS, {big} traces:"), &large_mb, "MB");
+        show("binary RSS growth, large vs small:", &growth, "%");
+        show(&format!("binary CPU per event ({big} traces):"), &binary_cpu, "µs");
+        let worst_large = large_mb.iter().copied().fold(0.0, f64::max);
+        let worst_growth = growth.iter().copied().fold(0.0, |a: f64, g| a.max(g.abs()));
         println!(
-            "  peak RSS of the binary: {:>6.1} MB for {} traces, {:>6.1} MB for {} traces ({:+.0}%; target <= 30 MB and within 20%): {}",
-            mb(rss_small),
-            big / 10,
-            mb(rss_large),
-            big,
-            growth * 100.0,
-            if mb(rss_large) <= 30.0 && growth.abs() <= 0.2 {
+            "  peak RSS target <= 30 MB and within 20% over every run: {}",
+            if worst_large <= 30.0 && worst_growth <= 20.0 {
                 "OK"
             } else {
                 "BELOW TARGET"
