@@ -237,19 +237,24 @@ pub async fn influx_exec(url: &str, q: &str) {
     assert!(r.status().is_success(), "{q}: {}", r.status());
 }
 
-/// Every point of database `db` as sorted text lines `measurement tags... | columns=values`,
-/// for comparing two databases.
-pub async fn influx_points(url: &str, db: &str) -> Vec<String> {
+/// The JSON answer of InfluxQL query `q` against database `db`.
+pub async fn influx_query(url: &str, db: &str, q: &str) -> serde_json::Value {
     let mut u = url::Url::parse(&format!("{url}/query")).expect("InfluxDB URL");
     u.query_pairs_mut()
         .append_pair("db", db)
-        .append_pair("q", "SELECT * FROM /.*/ GROUP BY *");
-    let body: serde_json::Value = shared::testkit::http_get(u)
+        .append_pair("q", q);
+    shared::testkit::http_get(u)
         .await
         .expect("InfluxDB")
         .json()
         .await
-        .expect("InfluxDB JSON");
+        .expect("InfluxDB JSON")
+}
+
+/// Every point of database `db` as sorted text lines `measurement tags... | columns=values`,
+/// for comparing two databases.
+pub async fn influx_points(url: &str, db: &str) -> Vec<String> {
+    let body = influx_query(url, db, "SELECT * FROM /.*/ GROUP BY *").await;
     let mut out = Vec::new();
     for s in body["results"][0]["series"]
         .as_array()

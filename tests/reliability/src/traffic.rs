@@ -20,6 +20,18 @@ pub fn chaos_run(name: &str) -> Vec<Value> {
     }
 }
 
+/// `count` runs cycling through the passing, deviated and failed-activity fixture runs, numbered from
+/// `first` (new run and event ids each, see [`as_run`]).
+pub fn chaos_runs(count: usize, first: u32) -> Vec<Vec<Value>> {
+    ["passing", "deviated", "failed_activity"]
+        .iter()
+        .cycle()
+        .take(count)
+        .zip(first..)
+        .map(|(name, n)| as_run(&chaos_run(name), n))
+        .collect()
+}
+
 /// `events` as run number `n`: new run id and event ids (same shape otherwise).
 pub fn as_run(events: &[Value], n: u32) -> Vec<Value> {
     let run_id = format!("{n:08x}-0000-4000-8000-000000000000");

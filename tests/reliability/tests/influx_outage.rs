@@ -23,15 +23,7 @@ async fn chaos_sink_survives_influxdb_stopped_mid_run() {
         return;
     };
     let started = Instant::now();
-    let mut runs: Vec<Vec<Value>> = Vec::new();
-    for (i, name) in ["passing", "deviated", "failed_activity"]
-        .iter()
-        .cycle()
-        .take(6)
-        .enumerate()
-    {
-        runs.push(traffic::as_run(&traffic::chaos_run(name), 100 + i as u32));
-    }
+    let runs = traffic::chaos_runs(6, 100);
     let all: Vec<Value> = runs.iter().flatten().cloned().collect();
     let db = "chaos";
     influx_exec(&influx.url(), &format!("CREATE DATABASE {db}")).await;

@@ -5,7 +5,7 @@
 
 use reliability_tests::figures::metric_sum;
 use reliability_tests::pipeline::{self, SinkProc};
-use reliability_tests::servers::{ArcadeDb, Influx, influx_exec};
+use reliability_tests::servers::{ArcadeDb, Influx, influx_exec, influx_query};
 use reliability_tests::traffic::{self, post_all};
 use reliability_tests::{Figures, TempDir};
 use serde_json::Value;
@@ -253,16 +253,7 @@ async fn inprogress(pushgateway: &str, job: &str) -> BTreeMap<String, String> {
 
 /// Rows of `q` against InfluxDB `db`: (run_id tag, first value column).
 async fn influx_by_run(url: &str, db: &str, q: &str) -> BTreeMap<String, Value> {
-    let mut u = url::Url::parse(&format!("{url}/query")).expect("InfluxDB URL");
-    u.query_pairs_mut()
-        .append_pair("db", db)
-        .append_pair("q", q);
-    let body: Value = shared::testkit::http_get(u)
-        .await
-        .expect("InfluxDB")
-        .json()
-        .await
-        .expect("InfluxDB JSON");
+    let body = influx_query(url, db, q).await;
     let mut out = BTreeMap::new();
     for s in body["results"][0]["series"]
         .as_array()
@@ -287,15 +278,7 @@ async fn chaos_sink_replicas_with_duplicates_and_influxdb_stopped() {
         return;
     };
     let started = Instant::now();
-    let mut runs: Vec<Vec<Value>> = Vec::new();
-    for (i, name) in ["passing", "deviated", "failed_activity"]
-        .iter()
-        .cycle()
-        .take(12)
-        .enumerate()
-    {
-        runs.push(traffic::as_run(&traffic::chaos_run(name), 300 + i as u32));
-    }
+    let runs = traffic::chaos_runs(12, 300);
     let all: Vec<Value> = runs.iter().flatten().cloned().collect();
     // The expectation, from the runs as generated: each run's final status and activity count.
     let mut want_status = BTreeMap::new();
