@@ -378,6 +378,21 @@ impl TestCa {
     /// Starts a TLS-terminating proxy on 127.0.0.1 in front of a plain HTTP server at `upstream`
     /// (for example a [`ScriptedSink`]); returns `https://localhost:PORT`.
     pub async fn tls_proxy(&self, upstream: std::net::SocketAddr) -> String {
+        format!("https://localhost:{}", self.tls_terminator(upstream).await)
+    }
+
+    /// Writes the CA certificate to `dir/name` (what `SSL_CERT_FILE`, `cert_file` or `cacert` point at)
+    /// and returns the path.
+    pub fn write_ca(&self, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, &self.ca_pem).expect("write the CA certificate");
+        path
+    }
+
+    /// Starts a TLS terminator on 127.0.0.1 for any TCP protocol (HTTP, Bolt, ...) in front of the
+    /// plain server at `upstream`, with a `localhost`/`127.0.0.1` certificate signed by this CA;
+    /// returns its port. A client that does not trust the CA fails the handshake.
+    pub async fn tls_terminator(&self, upstream: std::net::SocketAddr) -> u16 {
         use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
@@ -409,7 +424,7 @@ impl TestCa {
                 });
             }
         });
-        format!("https://localhost:{port}")
+        port
     }
 }
 
