@@ -19,6 +19,7 @@ use std::time::Duration;
 /// Handles Chaos Toolkit events for the scaffold (and `/notifications`).
 pub struct ChaosHandler {
     backends: Vec<BackendHandle>,
+    health: Arc<Health>,
     deliveries: Arc<Deliveries>,
     metrics: SinkMetrics,
     retry_after: Duration,
@@ -26,6 +27,39 @@ pub struct ChaosHandler {
 
 /// Most backends (one bit each in the delivery state).
 pub const MAX_BACKENDS: usize = 64;
+
+/// How often every backend is probed in the background (`chaos_sink_backend_up`, the `/readyz` body).
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The last probe of each backend: name -> `Ok` or the reason it is down.
+type Health = std::sync::Mutex<std::collections::BTreeMap<String, Result<(), String>>>;
+
+/// Probes every backend now and then every [`HEALTH_INTERVAL`] until the handler is dropped.
+fn spawn_health_checks(monitors: Vec<crate::backends::BackendMonitor>, health: &Arc<Health>) {
+    let health = Arc::downgrade(health);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(HEALTH_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let results = futures_util::future::join_all(monitors.iter().map(|m| m.check())).await;
+            let Some(health) = health.upgrade() else {
+                break;
+            };
+            let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
+            for (m, r) in monitors.iter().zip(results) {
+                if let Err(reason) = &r {
+                    if h.get(&m.name).is_none_or(|old| old.is_ok()) {
+                        tracing::warn!(backend = %m.name, %reason, "backend down: the events it owes are answered 503 until it is back");
+                    }
+                } else if h.get(&m.name).is_some_and(|old| old.is_err()) {
+                    tracing::info!(backend = %m.name, "backend up again");
+                }
+                h.insert(m.name.clone(), r);
+            }
+        }
+    });
+}
 
 impl ChaosHandler {
     /// Builds every enabled backend and starts its task (call inside a Tokio runtime).
@@ -96,6 +130,11 @@ impl ChaosHandler {
                 "at most {MAX_BACKENDS} backends (Grafana servers included)"
             ));
         }
+        let health = Arc::new(Health::default());
+        spawn_health_checks(
+            backends.iter().map(BackendHandle::monitor).collect(),
+            &health,
+        );
         let deliveries = Arc::new(Deliveries::new(limits));
         {
             let deliveries = Arc::downgrade(&deliveries);
@@ -112,6 +151,7 @@ impl ChaosHandler {
         }
         Ok(Self {
             backends,
+            health,
             deliveries,
             metrics,
             retry_after: seconds("sink.retry_after", cfg.sink.retry_after)
@@ -247,23 +287,30 @@ impl EventHandler for ChaosHandler {
         }
     }
 
+    /// Ready whenever the process can take events: every backend is optional and isolated, so one
+    /// being down does not take the pod out of routing (the events it owes are answered 503 +
+    /// `Retry-After` and come back; the other backends keep getting theirs). Its state is in
+    /// `chaos_sink_backend_up` and in the `/readyz` body ([`EventHandler::status`]).
     async fn readiness(&self) -> Result<(), String> {
-        let checks = self.backends.iter().map(|b| async move {
-            match tokio::time::timeout(Duration::from_secs(3), b.ready()).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(format!("{}: {e}", b.name)),
-                Err(_) => Some(format!("{}: no answer within 3 s", b.name)),
-            }
-        });
-        let failed: Vec<String> = futures_util::future::join_all(checks)
-            .await
-            .into_iter()
-            .flatten()
+        Ok(())
+    }
+
+    fn status(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let backends: serde_json::Map<String, serde_json::Value> = self
+            .backends
+            .iter()
+            .map(|b| {
+                let state = match health.get(&b.name) {
+                    None => serde_json::json!({"up": null, "reason": "not probed yet"}),
+                    Some(Ok(())) => serde_json::json!({"up": true}),
+                    Some(Err(reason)) => serde_json::json!({"up": false, "reason": reason}),
+                };
+                (b.name.clone(), state)
+            })
             .collect();
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(failed.join("; "))
-        }
+        let mut out = serde_json::Map::new();
+        out.insert("backends".into(), serde_json::Value::Object(backends));
+        Some(out)
     }
 }

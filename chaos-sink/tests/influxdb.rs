@@ -109,13 +109,13 @@ async fn writes_chaosdb_actions_and_run_measurements_to_real_influxdb() {
     assert_eq!(sink.get("/readyz").await.0, 200);
     sink.stop().await;
 
-    // Not ready while the database does not exist (every write would fail with 404), and the
-    // events are answered 503 so that Knative keeps them.
+    // While the database does not exist (every write would fail with 404) the backend is down in
+    // the `/readyz` body (the pod stays ready), and the events are answered 503 so that Knative
+    // keeps them.
     let missing = Sink::start_yaml(&format!(
         "influxdb:\n  url: {url}\n  database: nodb_{run_id}\nsink:\n  max_retries: 0\n"
     ));
-    let (status, body) = missing.get("/readyz").await;
-    assert_eq!(status, 503);
+    let body = missing.wait_backend("influxdb", false).await;
     assert!(body.contains("not found"), "{body}");
     assert_eq!(missing.post(&events[0]).await.0, 503);
     missing.stop().await;

@@ -100,7 +100,7 @@ def free_port() -> int:
 class ChaosSinkProcess:
     """The chaos-sink binary on 127.0.0.1 and a free port, configured by a YAML file plus the
     environment (as in k8s: credentials from a Secret's variables). Context manager: waits for
-    ``/readyz`` (every backend answers), stops with SIGTERM and checks the clean exit (0)."""
+    ``/readyz`` (ready to take events), stops with SIGTERM and checks the clean exit (0)."""
 
     def __init__(self, binary: Path, workdir: Path, config: str, env: Dict[str, str]) -> None:
         self.port = free_port()

@@ -162,13 +162,40 @@ impl BackendHandle {
         }
     }
 
-    /// Runs the readiness check.
-    pub async fn ready(&self) -> Result<(), String> {
-        let r = (self.probe)().await;
-        self.counters.up.set(i64::from(r.is_ok()));
+    /// What the background health check needs of this backend (not its queue: holding a monitor
+    /// does not keep the backend's task alive).
+    pub fn monitor(&self) -> BackendMonitor {
+        BackendMonitor {
+            name: self.name.clone(),
+            probe: self.probe.clone(),
+            up: self.counters.up.clone(),
+        }
+    }
+}
+
+/// A backend's probe and its `chaos_sink_backend_up` gauge.
+#[derive(Clone)]
+pub struct BackendMonitor {
+    /// The backend's name.
+    pub name: String,
+    probe: Probe,
+    up: prometheus::IntGauge,
+}
+
+impl BackendMonitor {
+    /// Probes the backend (at most [`PROBE_TIMEOUT`]) and sets its gauge.
+    pub async fn check(&self) -> Result<(), String> {
+        let r = match tokio::time::timeout(PROBE_TIMEOUT, (self.probe)()).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+        };
+        self.up.set(i64::from(r.is_ok()));
         r
     }
 }
+
+/// Longest a backend's health probe may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The backend's queue is full.
 #[derive(Debug, Clone, Copy)]

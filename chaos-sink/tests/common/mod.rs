@@ -172,6 +172,25 @@ impl Sink {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// Polls `/readyz` until backend `name` is reported `up` (or down); asserts the pod stays ready
+    /// (200) meanwhile and returns the body. Panics after 15 s (probes run every 5 s).
+    pub async fn wait_backend(&self, name: &str, up: bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let (status, body) = self.get("/readyz").await;
+            assert_eq!(status, 200, "ready whatever a backend does: {body}");
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if v["backends"][name]["up"] == Value::Bool(up) {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never reported up={up}: {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn stop(self) {
         self.server.shutdown().await.unwrap();
     }

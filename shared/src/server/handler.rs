@@ -47,8 +47,14 @@ pub trait EventHandler: Send + Sync + 'static {
         ctx: RequestContext,
     ) -> impl Future<Output = Result<(), HandleError>>;
 
-    /// Whether the backend is reachable now (`GET /readyz`); `Err` carries a short reason.
+    /// Whether this pod can take events now (`GET /readyz`); `Err` carries a short reason.
     fn readiness(&self) -> impl Future<Output = Result<(), String>>;
+
+    /// Details merged into every `/readyz` answer, ready or not (e.g. the state of each optional
+    /// backend of a sink that stays ready while one is down). `None` by default.
+    fn status(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        None
+    }
 
     /// Called after the server stopped taking requests and in-flight ones finished: flush and close.
     fn shutdown(&self) -> impl Future<Output = ()> {

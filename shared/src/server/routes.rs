@@ -112,17 +112,29 @@ pub async fn readyz<H: EventHandler>(state: web::Data<AppState<H>>) -> HttpRespo
             .body(r#"{"status":"shutting down"}"#);
     }
     let check = tokio::time::timeout(Duration::from_secs(5), state.handler.readiness()).await;
-    match check {
-        Ok(Ok(())) => HttpResponse::Ok()
-            .content_type("application/json")
-            .body(r#"{"status":"ready"}"#),
-        Ok(Err(reason)) => HttpResponse::ServiceUnavailable()
-            .content_type("application/json")
-            .body(json!({"status": "not ready", "reason": reason}).to_string()),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .content_type("application/json")
-            .body(r#"{"status":"not ready","reason":"readiness check timed out"}"#),
+    let (mut answer, body) = match check {
+        Ok(Ok(())) => (HttpResponse::Ok(), json!({"status": "ready"})),
+        Ok(Err(reason)) => (
+            HttpResponse::ServiceUnavailable(),
+            json!({"status": "not ready", "reason": reason}),
+        ),
+        Err(_) => (
+            HttpResponse::ServiceUnavailable(),
+            json!({"status": "not ready", "reason": "readiness check timed out"}),
+        ),
+    };
+    let mut body = match body {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(details) = state.handler.status() {
+        for (k, v) in details {
+            body.entry(k).or_insert(v);
+        }
     }
+    answer
+        .content_type("application/json")
+        .body(serde_json::Value::Object(body).to_string())
 }
 
 /// `GET /metrics`: Prometheus text format.
