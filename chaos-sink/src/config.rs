@@ -379,6 +379,7 @@ impl Config {
                     "token": i.token.as_ref().map(|s| s.to_string()),
                     "precision": i.precision,
                     "batch_size": i.batch_size,
+                    "cert_file": i.cert_file,
                 }),
             );
         }
@@ -411,6 +412,7 @@ impl Config {
                     "group_by": p.group_by,
                     "delete_after": p.delete_after,
                     "flush_interval": p.flush_interval,
+                    "cert_file": p.cert_file,
                     "username": p.username,
                     "password": p.password.as_ref().map(|s| s.to_string()),
                 }),
@@ -425,6 +427,7 @@ impl Config {
                     "endpoint": redact_url(&t.traces_url()),
                     "headers": headers,
                     "service_name": t.service_name,
+                    "cert_file": t.cert_file,
                 }),
             );
         }
@@ -460,6 +463,18 @@ pub(crate) fn positive_seconds(key: &str, value: f64) -> Result<Duration, Config
         return Err(ConfigError::invalid(key, "must be more than 0"));
     }
     Ok(d)
+}
+
+/// Checks a backend's `cert_file` (`key`): readable, PEM, at least one certificate.
+pub(crate) fn check_cert_file(key: &str, path: &std::path::Path) -> Result<(), ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::invalid(key, format!("{}: {e}", path.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| ConfigError::invalid(key, format!("not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(ConfigError::invalid(key, "holds no certificate"));
+    }
+    Ok(())
 }
 
 pub(crate) fn check_protocol(key: &str, protocol: &str) -> Result<(), ConfigError> {

@@ -1,13 +1,14 @@
 //! What the cts-exporter, neo4j-sink and chaos-sink have in common, one implementation each:
 //! the CloudEvents HTTP codec ([`cloudevent`]), the retry policy ([`retry`]), the delivery client
-//! ([`delivery`]), the sink server scaffold ([`server`]), metrics ([`metrics`]), configuration loading
-//! ([`config`]), telemetry ([`telemetry`]), the TLS crypto provider ([`tls`]) and the command line
-//! and exit codes ([`cli`]).
+//! ([`delivery`]) and HTTP error text ([`http`]), the sink server scaffold ([`server`]), metrics
+//! ([`metrics`]), configuration loading ([`config`]), telemetry ([`telemetry`]), the TLS crypto
+//! provider ([`tls`]) and the command line and exit codes ([`cli`]).
 
 pub mod cli;
 pub mod cloudevent;
 pub mod config;
 pub mod delivery;
+pub mod http;
 pub mod metrics;
 pub mod retry;
 pub mod server;

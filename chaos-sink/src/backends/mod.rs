@@ -400,7 +400,7 @@ pub async fn call(
                             "request failed"
                         };
                         return Err(Failure::transient(CallError::Unavailable {
-                            reason: format!("{kind}: {}", e.without_url()),
+                            reason: format!("{kind}: {}", shared::http::error_text(e)),
                             retry_after: None,
                         }));
                     }
@@ -471,10 +471,19 @@ pub fn get_probe(
             match req.send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
-                Err(e) => Err(e.without_url().to_string()),
+                Err(e) => Err(shared::http::error_text(e)),
             }
         })
     })
+}
+
+/// Reads a backend's `cert_file` (the CA to trust besides the system's roots and `SSL_CERT_FILE`).
+pub fn read_cert_file(
+    key: &str,
+    path: Option<&std::path::Path>,
+) -> Result<Option<Vec<u8>>, String> {
+    path.map(|p| std::fs::read(p).map_err(|e| format!("{key}.cert_file {}: {e}", p.display())))
+        .transpose()
 }
 
 /// Builds an HTTP client with the sink's user agent, a timeout and optional extra CA certificates.

@@ -132,21 +132,7 @@ impl GrafanaConfig {
             ));
         }
         if let Some(path) = &self.cert_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                ConfigError::invalid(
-                    format!("{key}.cert_file"),
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ConfigError::invalid(format!("{key}.cert_file"), format!("not PEM: {e}"))
-            })?;
-            if certs.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{key}.cert_file"),
-                    "holds no certificate",
-                ));
-            }
+            crate::config::check_cert_file(&format!("{key}.cert_file"), path)?;
         }
         positive_seconds(&format!("{key}.timeout"), self.timeout)?;
         self.annotations_url()?;

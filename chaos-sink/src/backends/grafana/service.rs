@@ -77,12 +77,7 @@ impl GrafanaService {
         policy: RetryPolicy,
         counters: BackendCounters,
     ) -> Result<Self, String> {
-        let ca = match &cfg.cert_file {
-            Some(p) => Some(
-                std::fs::read(p).map_err(|e| format!("{name}.cert_file {}: {e}", p.display()))?,
-            ),
-            None => None,
-        };
+        let ca = crate::backends::read_cert_file(name, cfg.cert_file.as_deref())?;
         let client = http_client(cfg.timeout(), ca.as_deref())?;
         let url = cfg.annotations_url().map_err(|e| e.to_string())?;
         let auth = match cfg.auth_kind() {

@@ -108,6 +108,10 @@ pub struct InfluxConfig {
     /// Most lines in one write request (default 5000).
     #[serde(default = "default_influx_batch")]
     pub batch_size: usize,
+    /// PEM file of a CA to trust for an `https` URL, besides the system's roots and `SSL_CERT_FILE`
+    /// (default none).
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
     /// Request timeout, seconds (default 5).
     #[serde(default = "default_timeout")]
     pub timeout: f64,
@@ -167,6 +171,9 @@ impl InfluxConfig {
             check_http_url("influxdb.url", u)?;
         }
         positive_seconds("influxdb.timeout", self.timeout)?;
+        if let Some(p) = &self.cert_file {
+            crate::config::check_cert_file("influxdb.cert_file", p)?;
+        }
         if self.batch_size == 0 {
             return Err(ConfigError::invalid(
                 "influxdb.batch_size",

@@ -31,7 +31,8 @@ impl InfluxService {
         policy: RetryPolicy,
         counters: BackendCounters,
     ) -> Result<Self, String> {
-        let client = http_client(cfg.timeout(), None)?;
+        let ca = crate::backends::read_cert_file("influxdb", cfg.cert_file.as_deref())?;
+        let client = http_client(cfg.timeout(), ca.as_deref())?;
         let write_url = cfg.write_url().map_err(|e| e.to_string())?;
         let auth = match cfg.api() {
             InfluxApi::V1 => match (&cfg.username, &cfg.password) {
@@ -127,7 +128,7 @@ fn database_probe(
         }
         let database = database.clone();
         Box::pin(async move {
-            let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+            let resp = req.send().await.map_err(shared::http::error_text)?;
             let status = resp.status();
             if !status.is_success() {
                 return Err(format!("HTTP {}", status.as_u16()));

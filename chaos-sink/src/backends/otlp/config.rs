@@ -43,6 +43,10 @@ pub struct TracingConfig {
     /// Jaeger agent port (UDP): not supported.
     #[serde(default)]
     pub tracing_port: Option<u16>,
+    /// PEM file of a CA to trust for an `https` URL, besides the system's roots and `SSL_CERT_FILE`
+    /// (default none).
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
     /// Request timeout, seconds (default 5).
     #[serde(default = "default_timeout")]
     pub timeout: f64,
@@ -106,6 +110,9 @@ impl TracingConfig {
             ));
         }
         positive_seconds("tracing.timeout", self.timeout)?;
+        if let Some(p) = &self.cert_file {
+            crate::config::check_cert_file("tracing.cert_file", p)?;
+        }
         Ok(())
     }
 }

@@ -47,7 +47,8 @@ impl OtlpService {
         policy: RetryPolicy,
         counters: BackendCounters,
     ) -> Result<Self, String> {
-        let client = http_client(cfg.timeout(), None)?;
+        let ca = crate::backends::read_cert_file("tracing", cfg.cert_file.as_deref())?;
+        let client = http_client(cfg.timeout(), ca.as_deref())?;
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
             let name = HeaderName::from_bytes(k.as_bytes())
@@ -185,7 +186,7 @@ impl Service for OtlpService {
                 match req.send().await {
                     Ok(r) if r.status().is_success() => Ok(()),
                     Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
-                    Err(e) => Err(e.without_url().to_string()),
+                    Err(e) => Err(shared::http::error_text(e)),
                 }
             })
         })

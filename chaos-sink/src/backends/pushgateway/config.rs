@@ -57,6 +57,10 @@ pub struct PushgatewayConfig {
     /// chaostoolkit-prometheus argument, accepted for pasting: the event's `chaosexperiment` is used.
     #[serde(default)]
     pub experiment_ref: Option<String>,
+    /// PEM file of a CA to trust for an `https` URL, besides the system's roots and `SSL_CERT_FILE`
+    /// (default none).
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
     /// Request timeout, seconds (default 5).
     #[serde(default = "default_timeout")]
     pub timeout: f64,
@@ -84,6 +88,9 @@ impl PushgatewayConfig {
         seconds("pushgateway.delete_after", self.delete_after)?;
         seconds("pushgateway.flush_interval", self.flush_interval)?;
         positive_seconds("pushgateway.timeout", self.timeout)?;
+        if let Some(p) = &self.cert_file {
+            crate::config::check_cert_file("pushgateway.cert_file", p)?;
+        }
         if self.username.is_some() != self.password.is_some() {
             return Err(ConfigError::invalid(
                 "pushgateway.password",

@@ -160,7 +160,8 @@ impl PushgatewayService {
         policy: RetryPolicy,
         counters: BackendCounters,
     ) -> Result<Self, String> {
-        let client = http_client(cfg.timeout(), None)?;
+        let ca = crate::backends::read_cert_file("pushgateway", cfg.cert_file.as_deref())?;
+        let client = http_client(cfg.timeout(), ca.as_deref())?;
         let auth = match (&cfg.username, &cfg.password) {
             (Some(u), Some(p)) => {
                 let enc =
