@@ -569,9 +569,14 @@ fn build(name: &str, file: Option<PathBuf>, cloud: &Value) -> Result<Cloud, Clou
         ));
     }
 
-    let verify = match cloud.get("verify") {
-        None | Some(Value::Null) => true,
-        Some(v) => scalar(v)
+    // `verify: false`, or the older `insecure: true` that os-client-config also reads.
+    let verify = match (cloud.get("verify"), cloud.get("insecure")) {
+        (None | Some(Value::Null), None | Some(Value::Null)) => true,
+        (None | Some(Value::Null), Some(v)) => !scalar(v)
+            .as_deref()
+            .and_then(parse_bool)
+            .ok_or_else(|| invalid("insecure", "must be true or false"))?,
+        (Some(v), _) => scalar(v)
             .as_deref()
             .and_then(parse_bool)
             .ok_or_else(|| invalid("verify", "must be true or false"))?,
@@ -1013,6 +1018,20 @@ mod tests {
         );
         let c = load(&f.env(&[]), Some("c")).unwrap();
         assert_eq!(c.project_id.as_deref(), Some("4567"));
+        f.write(
+            "cwd/clouds.yaml",
+            "clouds:\n  c:\n    auth:\n      auth_url: https://iam/v3\n      token: t\n      project_id: p\n    region_name: eu-de\n    insecure: true\n",
+        );
+        assert!(
+            !load(&f.env(&[]), Some("c")).unwrap().verify,
+            "insecure: true"
+        );
+        f.write(
+            "cwd/clouds.yaml",
+            "clouds:\n  c:\n    auth:\n      auth_url: https://iam/v3\n      token: t\n      project_id: p\n    region_name: eu-de\n    insecure: maybe\n",
+        );
+        let err = load(&f.env(&[]), Some("c")).unwrap_err().to_string();
+        assert!(err.contains("insecure: must be true or false"), "{err}");
         assert!(!c.verify);
         let shown = format!("{c:?}");
         assert!(!shown.contains("987654"), "{shown}");

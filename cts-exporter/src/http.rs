@@ -37,7 +37,7 @@ impl Service {
 pub struct TransportError {
     /// `iam` or `cts`.
     pub service: &'static str,
-    /// `timeout`, `connect` or `transport`.
+    /// `timeout`, `connect`, `tls` (the server's certificate is not trusted) or `transport`.
     pub kind: &'static str,
     /// reqwest's description (it names the URL, which carries no secret).
     pub message: String,
@@ -175,6 +175,9 @@ impl Http {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("cts-exporter/", env!("CARGO_PKG_VERSION")));
         if !verify {
+            tracing::warn!(
+                "TLS certificates of IAM and CTS are not verified (clouds.yaml verify: false or insecure: true, or OS_INSECURE): use cacert / OS_CACERT for a private CA instead"
+            );
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
         if let Some(path) = cacert {
@@ -253,7 +256,10 @@ impl Http {
             }
             Err(e) => {
                 self.metrics.record_call(service.as_str(), "error");
-                let kind = if e.is_timeout() {
+                let certificate = shared::http::certificate_problem(&e);
+                let kind = if certificate.is_some() {
+                    "tls"
+                } else if e.is_timeout() {
                     "timeout"
                 } else if e.is_connect() {
                     "connect"
@@ -263,10 +269,16 @@ impl Http {
                 if self.debug {
                     tracing::info!(service = service.as_str(), %method, url = %shown, error = kind, elapsed_ms, "OTC request failed");
                 }
+                let message = match certificate {
+                    Some(problem) => format!(
+                        "{problem}: {shown} has a certificate this exporter does not trust; trust its CA with `cacert` in clouds.yaml or OS_CACERT (a PEM file), or skip the check with `verify: false` / `insecure: true` / OS_INSECURE=true"
+                    ),
+                    None => e.to_string(),
+                };
                 Err(TransportError {
                     service: service.as_str(),
                     kind,
-                    message: e.to_string(),
+                    message,
                 })
             }
         }

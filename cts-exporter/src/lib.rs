@@ -55,7 +55,7 @@ impl RunError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Config(_) => exit::CONFIG,
+            RunError::Config(_) | RunError::Auth(AuthError::Tls(_)) => exit::CONFIG,
             RunError::Auth(e) if e.is_transient() => exit::INCOMPLETE,
             RunError::Auth(_) => exit::AUTH,
         }

@@ -409,6 +409,15 @@ impl Sender {
 }
 
 fn transport_error(e: &reqwest::Error) -> DeliveryError {
+    if let Some(problem) = crate::http::certificate_problem(e) {
+        // Retried like any connection failure (a CA being rolled out), but said plainly.
+        return DeliveryError::Exhausted {
+            attempts: 1,
+            last: format!(
+                "TLS: {problem}: the sink's certificate is not trusted; add its CA (PEM) to K_CA_CERTS, or to the bundle SSL_CERT_FILE points at"
+            ),
+        };
+    }
     let kind = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {

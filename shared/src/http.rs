@@ -18,6 +18,33 @@ pub fn error_text(e: reqwest::Error) -> String {
     parts.join(": ")
 }
 
+/// When `e` failed because the server's TLS certificate was not accepted (unknown issuer, bad signature,
+/// expired, wrong name), rustls's reason (`invalid peer certificate: UnknownIssuer`); `None` otherwise.
+pub fn certificate_problem(e: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        // hyper wraps the TLS error in io::Errors, whose `source` skips the error they hold.
+        let mut inner = s;
+        while let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            match io.get_ref() {
+                Some(held) => inner = held,
+                None => break,
+            }
+        }
+        let tls = inner.downcast_ref::<rustls::Error>();
+        if let Some(
+            err @ (rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType),
+        ) = tls
+        {
+            return Some(err.to_string());
+        }
+        source = s.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +71,45 @@ mod tests {
             !text.contains("secret") && !text.contains("/path"),
             "no URL: {text}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_certificate_is_told_apart_from_other_failures() {
+        crate::tls::install_crypto_provider();
+        let ca = crate::testkit::TestCa::new();
+        let sink = crate::testkit::ScriptedSink::start().expect("sink");
+        let upstream = sink
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("addr");
+        let https = ca.tls_proxy(upstream).await;
+        let client = reqwest::Client::new();
+        let e = client
+            .get(&https)
+            .send()
+            .await
+            .expect_err("the CA is not trusted");
+        let problem = certificate_problem(&e).expect("a certificate problem");
+        assert!(problem.starts_with("invalid peer certificate"), "{problem}");
+        assert!(error_text(e).contains(&problem));
+        let pem = reqwest::Certificate::from_pem_bundle(ca.ca_pem.as_bytes()).expect("PEM");
+        let trusted = reqwest::Client::builder()
+            .tls_certs_merge(pem)
+            .build()
+            .expect("client");
+        let answer = trusted.get(&https).send().await.expect("trusted");
+        assert_eq!(answer.status(), 202);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let refused = client
+            .get(format!("http://127.0.0.1:{port}"))
+            .send()
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(certificate_problem(&refused), None);
+        sink.stop().await;
     }
 }

@@ -59,6 +59,9 @@ pub enum AuthError {
     /// The HTTP client could not be built (a bad CA bundle).
     #[error("{0}")]
     Client(String),
+    /// IAM's TLS certificate is not trusted (a configuration problem: `cacert`, `OS_CACERT`).
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl AuthError {
@@ -71,7 +74,11 @@ impl AuthError {
 
 impl From<TransportError> for AuthError {
     fn from(e: TransportError) -> Self {
-        AuthError::Unavailable(e.to_string())
+        if e.kind == "tls" {
+            AuthError::Tls(e.to_string())
+        } else {
+            AuthError::Unavailable(e.to_string())
+        }
     }
 }
 
