@@ -797,3 +797,24 @@ def test_the_docs_state_the_versions_and_the_feature_flags_used(repo, overlays):
             if "retryAfterMax" in d:
                 row = [l for l in table.splitlines() if l.startswith("| Eventing `delivery-retryafter` |")]
                 assert row and "alpha" in row[0] and overlay in row[0], (overlay, where)
+
+
+def proven_replicas():
+    """The replica count the reliability suite runs each sink with (tests/reliability/tests/replicas.rs)."""
+    text = (REPO / "tests/reliability/tests/replicas.rs").read_text()
+    m = re.search(r"const REPLICAS: usize = (\d+);", text)
+    assert m, "replicas.rs declares REPLICAS"
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_sinks_scale_out_no_further_than_the_tests_prove(overlay, overlays):
+    replicas = proven_replicas()
+    assert replicas >= 3, "the replicas scenario runs several replicas"
+    for name in sinks_in(overlay):
+        meta = one(overlays[overlay], "Service", name, "serving.knative.dev")["spec"]["template"]["metadata"]
+        max_scale = meta.get("annotations", {}).get("autoscaling.knative.dev/max-scale")
+        assert max_scale is not None, f"{name}: an unbounded max-scale was never tested"
+        assert 1 <= int(max_scale) <= replicas, (
+            f"{name}: max-scale {max_scale} but tests/reliability/tests/replicas.rs proves {replicas} replicas"
+        )
