@@ -334,3 +334,67 @@ async fn a_region_deleted_in_grafana_is_made_again_at_the_end() {
     sink.stop().await;
     grafana.stop().await;
 }
+
+/// Two replicas of the sink (two handlers, as Knative runs two pods) sharing one Grafana (FAKE): every event
+/// goes to both at the same moment, the run start included. Each run still has one region, closed, and one
+/// annotation per activity: the replicas converge on the lowest id and delete their own duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_getting_every_event_at_once_leave_one_region_and_one_annotation_per_activity()
+{
+    let grafana = FakeGrafana::start("Bearer t");
+    let yaml = format!("grafana:\n  - url: {}\n    api_token: t\n", grafana.url);
+    let (a, b) = (Sink::start_yaml(&yaml), Sink::start_yaml(&yaml));
+    for (n, name) in [
+        "passing",
+        "deviated",
+        "failed_activity",
+        "passing",
+        "deviated",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let run_id = format!("2e911ca0-0000-4000-8000-00000000000{n}");
+        let events = as_run(&run_events(name), &run_id, None);
+        for e in &events {
+            let (ra, rb) = tokio::join!(a.post(e), b.post(e));
+            assert_eq!((ra.0, rb.0), (202, 202), "{} {}", e["type"], e["id"]);
+        }
+        let tag = format!("run:{run_id}");
+        let of_run: Vec<_> = grafana
+            .annotations()
+            .into_iter()
+            .filter(|x| x.has_tag(&tag))
+            .collect();
+        let regions: Vec<_> = of_run.iter().filter(|x| x.has_tag("experiment")).collect();
+        assert_eq!(regions.len(), 1, "{name}: one region: {regions:?}");
+        assert!(
+            regions[0].time_end() > regions[0].time(),
+            "{name}: the region was closed"
+        );
+        let want: BTreeSet<(String, String)> = events
+            .iter()
+            .filter(|e| e["type"] == "org.chaostoolkit.activity.finished")
+            .map(|e| {
+                (
+                    e["data"]["name"].to_string(),
+                    e["data"]["start"].to_string(),
+                )
+            })
+            .collect();
+        let activities = of_run.iter().filter(|x| x.has_tag("activity")).count();
+        assert_eq!(
+            activities,
+            want.len(),
+            "{name}: one annotation per activity, none twice"
+        );
+    }
+    assert!(
+        grafana.violations().is_empty(),
+        "{:?}",
+        grafana.violations()
+    );
+    a.stop().await;
+    b.stop().await;
+    grafana.stop().await;
+}

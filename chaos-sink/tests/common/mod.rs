@@ -376,6 +376,15 @@ async fn grafana(req: HttpRequest, body: web::Bytes, st: web::Data<GrafanaState>
                 Err(e) => violation(&st, e),
             }
         }
+        ("DELETE", p) if p.starts_with("/api/annotations/") => {
+            let Ok(id) = p["/api/annotations/".len()..].parse::<i64>() else {
+                return violation(&st, format!("bad id in {p}"));
+            };
+            match st.annotations.lock().unwrap().remove(&id) {
+                Some(_) => HttpResponse::Ok().json(json!({"message": "Annotation deleted"})),
+                None => HttpResponse::NotFound().json(json!({"message": "Annotation not found"})),
+            }
+        }
         ("GET", "/api/annotations") => {
             let q = url::form_urlencoded::parse(req.query_string().as_bytes());
             let mut tags = Vec::new();

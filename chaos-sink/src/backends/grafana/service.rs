@@ -1,9 +1,14 @@
-//! One Grafana server: regions per run and per activity, each created once.
+//! One Grafana server: regions per run and per activity, each created once, whichever replica (or
+//! restarted process) sees the events.
 //!
-//! Per run the service remembers the region's annotation id and the activity annotations it made.
-//! The first time it sees a run (a new run, or a run it forgot because the sink restarted) it asks
-//! Grafana for the annotations tagged `run:<id>` (`GET /api/annotations?tags=run:<id>`), so a
-//! redelivered event never creates a second annotation.
+//! Per run the service remembers the region's annotation id and the activity annotations it knows.
+//! That memory is an optimisation only: before it creates an annotation it asks Grafana for the
+//! run's annotations (`GET /api/annotations?tags=run:<id>`) and reuses one with the same key (the
+//! region: tags `run:<id>` + `experiment`; an activity: its start time, phase and name), so an event
+//! redelivered to another replica never makes a second one. Two replicas creating the same
+//! annotation at the same moment converge: after a POST the service searches again and, when there
+//! are several with the key, keeps the lowest id and deletes its own if it is not that one. Ids grow
+//! with creation time, so the later creator always sees the earlier annotation and gives way.
 
 use super::encoding::{Target, run_tag};
 use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
@@ -41,6 +46,12 @@ struct GrafanaRun {
     region_closed: bool,
     activities: HashMap<String, i64>,
     found: Vec<Existing>,
+    all: Vec<Existing>,
+}
+
+/// The run's region annotation (tags `run:<id>` + `experiment`).
+fn is_region(a: &Existing) -> bool {
+    a.tags.iter().any(|t| t == "experiment")
 }
 
 #[derive(Deserialize)]
@@ -163,6 +174,54 @@ impl GrafanaService {
         .map(|_| ())
     }
 
+    async fn delete(&self, id: i64) -> Result<(), CallError> {
+        let mut url = self.url.clone();
+        let path = format!("{}/{id}", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        let what = format!("{} annotation delete", self.name);
+        match call(&self.policy, &self.counters, &what, || {
+            self.request(reqwest::Method::DELETE, url.clone())
+        })
+        .await
+        {
+            Ok(_) => Ok(()),
+            // Gone already (another replica converged first): what we wanted.
+            Err(CallError::Unavailable { reason, .. }) if reason.starts_with("HTTP 404") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Searches Grafana for the run's annotations again (what another replica made since).
+    async fn refresh(&self, run_id: &str, st: &mut GrafanaRun) -> Result<Vec<Existing>, CallError> {
+        st.looked_up = false;
+        self.lookup(run_id, st).await?;
+        Ok(st.all.clone())
+    }
+
+    /// After creating annotation `ours` with a key `matches`: the one annotation of that key that stays
+    /// (the lowest id), deleting ours when another replica's came first.
+    async fn converge(
+        &self,
+        run_id: &str,
+        st: &mut GrafanaRun,
+        ours: i64,
+        matches: impl Fn(&Existing) -> bool,
+    ) -> Result<i64, CallError> {
+        let found = self.refresh(run_id, st).await?;
+        let winner = found
+            .iter()
+            .filter(|a| matches(a))
+            .map(|a| a.id)
+            .chain([ours])
+            .min()
+            .unwrap_or(ours);
+        if winner != ours {
+            tracing::debug!(grafana = %self.name, ours, winner, "another replica made the same annotation first: ours deleted");
+            self.delete(ours).await?;
+        }
+        Ok(winner)
+    }
+
     async fn lookup(&self, run_id: &str, st: &mut GrafanaRun) -> Result<(), CallError> {
         if st.looked_up {
             return Ok(());
@@ -181,17 +240,17 @@ impl GrafanaService {
                 reason: format!("unexpected answer to the annotation search: {e}"),
                 retry_after: None,
             })?;
-        if let Some(region) = found
-            .iter()
-            .find(|a| a.tags.iter().any(|t| t == "experiment"))
-        {
+        // Several regions only while two replicas converge: the lowest id is the one that stays.
+        if let Some(region) = found.iter().filter(|a| is_region(a)).min_by_key(|a| a.id) {
             st.region = Some(region.id);
             st.region_closed = region.tags.iter().any(|t| t.starts_with("status:"));
         }
         st.found = found
-            .into_iter()
+            .iter()
             .filter(|a| a.tags.iter().any(|t| t == "activity"))
+            .cloned()
             .collect();
+        st.all = found;
         st.looked_up = true;
         Ok(())
     }
@@ -200,13 +259,18 @@ impl GrafanaService {
         match &ev.kind {
             EventKind::ExperimentStarted(d) => {
                 self.lookup(&ev.run_id, st).await?;
+                // A region another replica made since this one looked is found by `converge`.
                 if st.region.is_none() {
                     let id = self.post(self.target.region_start(ev, d)).await?;
+                    let id = self.converge(&ev.run_id, st, id, is_region).await?;
                     st.region = Some(id);
                 }
             }
             EventKind::ExperimentFinished(d) => {
-                self.lookup(&ev.run_id, st).await?;
+                if st.region.is_none() || !st.region_closed {
+                    // The region may have been made, or closed, by another replica.
+                    self.refresh(&ev.run_id, st).await?;
+                }
                 if !st.region_closed {
                     match st.region {
                         Some(id) => {
@@ -217,6 +281,7 @@ impl GrafanaService {
                                     if reason.starts_with("HTTP 404") =>
                                 {
                                     let id = self.post(self.target.region_end(ev, d, true)).await?;
+                                    let id = self.converge(&ev.run_id, st, id, is_region).await?;
                                     st.region = Some(id);
                                 }
                                 Err(e) => return Err(e),
@@ -224,6 +289,7 @@ impl GrafanaService {
                         }
                         None => {
                             let id = self.post(self.target.region_end(ev, d, true)).await?;
+                            let id = self.converge(&ev.run_id, st, id, is_region).await?;
                             st.region = Some(id);
                         }
                     }
@@ -241,12 +307,20 @@ impl GrafanaService {
                 self.lookup(&ev.run_id, st).await?;
                 let start = epoch_ms(&d.start);
                 let phase_tag = format!("phase:{}", d.phase.as_str());
-                let existing = st.found.iter().find(|a| {
-                    a.time == start && a.tags.contains(&phase_tag) && a.tags.contains(&d.name)
-                });
+                let same = |a: &Existing| {
+                    a.time == start
+                        && a.tags.iter().any(|t| t == "activity")
+                        && a.tags.contains(&phase_tag)
+                        && a.tags.contains(&d.name)
+                };
+                // One made by another replica since this one looked is found by `converge`.
+                let existing = st.found.iter().filter(|a| same(a)).map(|a| a.id).min();
                 let id = match existing {
-                    Some(a) => a.id,
-                    None => self.post(self.target.activity(ev, d)).await?,
+                    Some(id) => id,
+                    None => {
+                        let id = self.post(self.target.activity(ev, d)).await?;
+                        self.converge(&ev.run_id, st, id, same).await?
+                    }
                 };
                 st.activities.insert(key, id);
             }
