@@ -280,9 +280,6 @@ impl EventHandler for ChaosHandler {
         self.deliver(parsed).await?;
         match invalid {
             None => Ok(()),
-            Some(EventError::NoSchema) => {
-                Err(HandleError::Internal("event schema unavailable".into()))
-            }
             Some(e) => Err(HandleError::Invalid(e.to_string())),
         }
     }
