@@ -6,7 +6,7 @@ use crate::config::Neo4jConfig;
 use crate::db::Db;
 use crate::metrics::SinkMetrics;
 use crate::model::Record;
-use crate::writer::{SubmitError, Writer};
+use crate::writer::{SubmitError, WriteError, Writer};
 use shared::cloudevent::Event;
 use shared::server::{EventHandler, HandleError, RequestContext};
 use std::time::Duration;
@@ -62,6 +62,9 @@ impl EventHandler for Neo4jSink {
         })?;
         match pending.await {
             Ok(Ok(())) => Ok(()),
+            // Refused by the database on their own: retrying cannot help (the good events of the
+            // request and of its batch-mates are committed).
+            Ok(Err(e @ WriteError::Refused(_))) => Err(HandleError::Invalid(e.to_string())),
             Ok(Err(e)) => Err(self.unavailable(e.to_string())),
             Err(_) => Err(self.unavailable("writer stopped".into())),
         }

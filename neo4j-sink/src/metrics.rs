@@ -1,7 +1,8 @@
 //! The sink's own metrics (`neo4j_sink_*`), next to the scaffold's `sink_*` on `/metrics`.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, exponential_buckets,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    exponential_buckets,
 };
 use shared::metrics::{LATENCY_BUCKETS, register};
 
@@ -20,6 +21,10 @@ pub struct SinkMetrics {
     pub queue_depth: IntGauge,
     /// 1 when the database is reachable and the schema is in place.
     pub db_up: IntGauge,
+    /// Transactions retried inside the sink after a transient error (deadlock, lock timeout).
+    pub transient_retries: IntCounter,
+    /// Events the database refused on their own (a statement error once the batch was split): 400.
+    pub events_refused: IntCounter,
 }
 
 impl SinkMetrics {
@@ -56,6 +61,14 @@ impl SinkMetrics {
                 "neo4j_sink_db_up",
                 "1 when the database is reachable and the schema is in place.",
             )?,
+            transient_retries: IntCounter::new(
+                "neo4j_sink_transient_retries_total",
+                "Transactions retried inside the sink after a transient error (deadlock, lock timeout).",
+            )?,
+            events_refused: IntCounter::new(
+                "neo4j_sink_events_refused_total",
+                "Events the database refused on their own (answered 400).",
+            )?,
         };
         register(registry, &m.batch_size);
         register(registry, &m.commit_duration);
@@ -63,6 +76,8 @@ impl SinkMetrics {
         register(registry, &m.db_errors);
         register(registry, &m.queue_depth);
         register(registry, &m.db_up);
+        register(registry, &m.transient_retries);
+        register(registry, &m.events_refused);
         Ok(m)
     }
 }

@@ -28,6 +28,10 @@ pub enum WriteError {
     /// The database was known to be down when the batch came up.
     #[error("database unavailable: {0}")]
     NotReady(String),
+    /// The database refused these events for good (a statement error for them alone, after the
+    /// batch was split to find them): answered 400, not retried. The reason names the events.
+    #[error("the database refused {0}")]
+    Refused(String),
 }
 
 /// Why a request could not be queued.
@@ -277,79 +281,168 @@ async fn write_loop(
         }
         expected = batch.len();
         metrics.queue_depth.sub(events as i64);
-        let outcome = match health.check() {
-            Ok(()) => write_batch(&db, &mut batch, &mut cache, &metrics).await,
-            Err(reason) => Err(WriteError::NotReady(reason)),
+        let records: Vec<Vec<Record>> = batch
+            .iter_mut()
+            .map(|j| std::mem::take(&mut j.records))
+            .collect();
+        let outcomes = match health.check() {
+            Ok(()) => write_jobs(&db, &records, &mut cache, &metrics).await,
+            Err(reason) => vec![Err(WriteError::NotReady(reason)); batch.len()],
         };
-        if let Err(WriteError::Db(e)) = &outcome
+        if let Some(Err(WriteError::Db(e))) = outcomes.iter().find(|o| o.is_err())
             && e.is_outage()
         {
             health.set_down(e.to_string());
         }
-        for job in batch {
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
             // The requester may have gone away (client timeout): its events are written anyway,
             // and a redelivery is absorbed by the MERGE keys.
-            let _ = job.reply.send(outcome.clone());
+            let _ = job.reply.send(outcome);
         }
     }
     tracing::debug!("writer stopped: queue closed and drained");
 }
 
-/// Writes one batch in one transaction; transient failures (deadlocks) are retried twice.
-async fn write_batch(
+/// A boxed future borrowing the writer's state (the splitting below recurses).
+type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Retries of a batch the server failed transiently (a deadlock or lock timeout between writers,
+/// e.g. several replicas on one database): jittered, bounded, short (the requests wait).
+fn transient_retry() -> shared::retry::RetryPolicy {
+    shared::retry::RetryPolicy {
+        max_retries: 6,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(800),
+        max_retry_after: Duration::ZERO,
+    }
+}
+
+/// Writes the requests' records (one `Vec` per request) and gives one outcome per request.
+///
+/// All of them go in one transaction. When the server refuses a statement (not an outage, not a
+/// transient error), one of the events is poison: the requests are split in halves and written
+/// apart, down to one request and then to its single events, so the good events are committed and
+/// only the requests holding refused events are answered [`WriteError::Refused`] (400).
+fn write_jobs<'a>(
+    db: &'a Db,
+    jobs: &'a [Vec<Record>],
+    cache: &'a mut NodeCache,
+    metrics: &'a SinkMetrics,
+) -> Boxed<'a, Vec<Result<(), WriteError>>> {
+    Box::pin(async move {
+        let all: Vec<&Record> = jobs.iter().flatten().collect();
+        match write_records(db, &all, cache, metrics).await {
+            Ok(()) => vec![Ok(()); jobs.len()],
+            Err(DbError::Statement { .. }) if jobs.len() > 1 => {
+                let (left, right) = jobs.split_at(jobs.len() / 2);
+                let mut out = write_jobs(db, left, cache, metrics).await;
+                out.extend(write_jobs(db, right, cache, metrics).await);
+                out
+            }
+            Err(e @ DbError::Statement { .. }) => {
+                match isolate(db, &all, e, cache, metrics).await {
+                    Ok(refused) => vec![Err(WriteError::Refused(refused.join("; ")))],
+                    // The database went away while the events were told apart: retried as a whole
+                    // (what was committed meanwhile is absorbed by the MERGE keys).
+                    Err(e) => vec![Err(WriteError::Db(e))],
+                }
+            }
+            Err(e) => vec![Err(WriteError::Db(e)); jobs.len()],
+        }
+    })
+}
+
+/// Writes what it can of `records`, whose transaction the server refused with `error`; returns
+/// "event <key>: <reason>" for each event refused on its own, or the error that stopped it (an
+/// outage, transient errors past their retries).
+fn isolate<'a>(
+    db: &'a Db,
+    records: &'a [&'a Record],
+    error: DbError,
+    cache: &'a mut NodeCache,
+    metrics: &'a SinkMetrics,
+) -> Boxed<'a, Result<Vec<String>, DbError>> {
+    Box::pin(async move {
+        if records.len() <= 1 {
+            let key = records.first().map(|r| r.key()).unwrap_or_default();
+            tracing::warn!(event = key, error = %error, "the database refused an event: answered 400");
+            metrics.events_refused.inc();
+            return Ok(vec![format!("event {key}: {error}")]);
+        }
+        let (left, right) = records.split_at(records.len() / 2);
+        let mut refused = Vec::new();
+        for half in [left, right] {
+            match write_records(db, half, cache, metrics).await {
+                Ok(()) => {}
+                Err(e @ DbError::Statement { .. }) => {
+                    refused.extend(isolate(db, half, e, cache, metrics).await?)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(refused)
+    })
+}
+
+/// Writes `records` in one transaction; transient failures (deadlocks, lock timeouts) are retried
+/// with [`transient_retry`].
+async fn write_records(
     db: &Db,
-    batch: &mut [Job],
+    records: &[&Record],
     cache: &mut NodeCache,
     metrics: &SinkMetrics,
-) -> Result<(), WriteError> {
-    let (mut traces, mut generic) = (0u64, 0u64);
-    for r in batch.iter().flat_map(|j| j.records.iter()) {
-        if r.is_trace() {
-            traces += 1;
-        } else {
-            generic += 1;
-        }
-    }
-    let mut rows = GraphRows::from_records(
-        batch
-            .iter_mut()
-            .flat_map(|j| std::mem::take(&mut j.records)),
-    );
+) -> Result<(), DbError> {
+    let traces = records.iter().filter(|r| r.is_trace()).count() as u64;
+    let generic = records.len() as u64 - traces;
+    let mut rows = GraphRows::from_records(records.iter().map(|r| (*r).clone()));
     let now = Instant::now();
     cache.skip_known(&mut rows, now);
+    // Rows are in key order (BTreeMaps): every writer locks shared nodes in the same order.
     let queries = batch_queries(&rows);
-    let mut attempt = 0;
-    loop {
-        let started = Instant::now();
-        let result = db.write(queries.clone()).await;
-        metrics
-            .commit_duration
-            .observe(started.elapsed().as_secs_f64());
-        metrics.batch_size.observe((traces + generic) as f64);
-        match result {
-            Ok(()) => {
-                cache.remember(&rows, now);
+    let result = transient_retry()
+        .run("write a batch (transient database error)", |attempt| {
+            let queries = queries.clone();
+            async move {
+                let started = Instant::now();
+                let result = db.write(queries).await;
                 metrics
-                    .events_written
-                    .with_label_values(&["trace"])
-                    .inc_by(traces);
-                metrics
-                    .events_written
-                    .with_label_values(&["generic"])
-                    .inc_by(generic);
-                return Ok(());
-            }
-            Err(e) => {
-                cache.clear();
-                metrics.db_errors.with_label_values(&[e.kind()]).inc();
-                tracing::warn!(error = %e, events = traces + generic, attempt, "batch not written");
-                if matches!(e, DbError::Transient { .. }) && attempt < 2 {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-                    continue;
+                    .commit_duration
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.batch_size.observe((traces + generic) as f64);
+                match result {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        metrics.db_errors.with_label_values(&[e.kind()]).inc();
+                        if matches!(e, DbError::Transient { .. }) {
+                            tracing::debug!(error = %e, attempt, "transient database error");
+                            metrics.transient_retries.inc();
+                            Err(shared::retry::Failure::transient(e))
+                        } else {
+                            tracing::warn!(error = %e, events = traces + generic, "batch not written");
+                            Err(shared::retry::Failure::Permanent(e))
+                        }
+                    }
                 }
-                return Err(WriteError::Db(e));
             }
+        })
+        .await
+        .map_err(shared::retry::RetryError::into_inner);
+    match result {
+        Ok(()) => {
+            cache.remember(&rows, now);
+            metrics
+                .events_written
+                .with_label_values(&["trace"])
+                .inc_by(traces);
+            metrics
+                .events_written
+                .with_label_values(&["generic"])
+                .inc_by(generic);
+            Ok(())
+        }
+        Err(e) => {
+            cache.clear();
+            Err(e)
         }
     }
 }

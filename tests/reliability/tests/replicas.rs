@@ -157,6 +157,7 @@ async fn neo4j_sink_replicas_with_duplicates_and_a_bolt_kill() {
     let received = stats.received.load(Ordering::SeqCst);
     let dead = stats.dead_lettered.load(Ordering::SeqCst);
     let db_errors = sum_over(&sinks, "neo4j_sink_db_errors_total", &[]).await;
+    let retried = sum_over(&sinks, "neo4j_sink_transient_retries_total", &[]).await;
 
     let mut f = Figures::new("neo4j-sink: 3 replicas, duplicates, Bolt server killed");
     f.events = TRACES as u64;
@@ -178,7 +179,7 @@ async fn neo4j_sink_replicas_with_duplicates_and_a_bolt_kill() {
         ),
     ];
     f.notes.push(format!(
-        "database errors seen by the replicas (outage and contention): {db_errors}"
+        "database errors seen by the replicas (outage and contention): {db_errors}; transactions retried inside the sinks after a transient error: {retried}"
     ));
     f.rss_kb = sinks
         .iter()
