@@ -12,6 +12,12 @@
 //! Run (with the stack's `TEST_BOLT_*` and `TEST_ARCADEDB_HTTP` variables set, see the README):
 //! `cargo bench -p neo4j-sink --bench load` (`BENCH_EVENTS`, `BENCH_SENDERS` to change the load,
 //! `BENCH_QUICK=1` to leave out (b') and (c'); `NEO4J_*` variables reach the sink binary).
+//!
+//! `BENCH_REPLICAS=N` (N >= 2) runs the scale-out comparison instead: the same load into one sink
+//! process and into N sink processes on one database, both behind the same round-robin load balancer
+//! (`shared::testkit::balancer`, standing in for Knative's), `BENCH_ROUNDS` rounds (default 3), each
+//! database checked for every ACTION; it prints every round's ratio N replicas / 1 replica (target >= 90%)
+//! and the transactions the replicas retried after a transient error.
 
 use neo4j_sink::cypher::{ORIGINAL_MERGE, batch_queries};
 use neo4j_sink::db::Db;
@@ -223,31 +229,33 @@ fn free_port() -> u16 {
 
 /// (a) The real binary, group commit.
 async fn run_sink(env: &Env, db: &str, events: Arc<Vec<Event>>, senders: usize) -> (Load, u64) {
-    let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_neo4j-sink"))
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("NEO4J_URI", &env.bolt)
-        .env("NEO4J_USER", &env.user)
-        .env("NEO4J_PASSWORD", &env.password)
-        .env("NEO4J_DATABASE", db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start neo4j-sink");
-    let pid = child.id().expect("pid");
-    let url = format!("http://127.0.0.1:{port}");
-    let ready = Instant::now();
-    loop {
-        if let Ok(r) = shared::testkit::http_get(format!("{url}/readyz")).await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(ready.elapsed() < Duration::from_secs(30), "sink not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let (load, rss, _) = run_sinks(env, db, events, senders, 1, false).await;
+    (load, rss)
+}
+
+/// `replicas` sink processes on database `db`, reached directly (one, `balanced` false) or through a
+/// round-robin balancer; returns the load, the first process's peak RSS and the sum of the replicas'
+/// `neo4j_sink_transient_retries_total`.
+async fn run_sinks(
+    env: &Env,
+    db: &str,
+    events: Arc<Vec<Event>>,
+    senders: usize,
+    replicas: usize,
+    balanced: bool,
+) -> (Load, u64, f64) {
+    let mut children = Vec::new();
+    for _ in 0..replicas {
+        children.push(start_sink(env, db).await);
     }
+    let urls: Vec<String> = children.iter().map(|(_, url)| url.clone()).collect();
+    let balancer = if balanced {
+        Some(shared::testkit::balancer::RoundRobinBalancer::start(urls.clone()).expect("balancer"))
+    } else {
+        None
+    };
+    let target = balancer.as_ref().map_or(urls[0].clone(), |b| b.url.clone());
+    let pid = children[0].0.id().expect("pid");
     let peak = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -259,34 +267,136 @@ async fn run_sink(env: &Env, db: &str, events: Arc<Vec<Event>>, senders: usize) 
             }
         })
     };
-    let result = load(&url, events, senders).await;
+    let result = load(&target, events, senders).await;
     done.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     let hwm = rss_kib(pid, "VmHWM:").max(peak.load(Ordering::Relaxed));
-    if let Ok(m) = shared::testkit::http_get(format!("{url}/metrics")).await
-        && let Ok(text) = m.text().await
-    {
-        let get = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let (sum, count) = (
-            get("neo4j_sink_batch_size_sum"),
-            get("neo4j_sink_batch_size_count"),
-        );
-        println!(
-            "    sink: {count} transactions, mean batch {:.1} events",
-            sum / count.max(1.0)
-        );
+    let (mut sum, mut count, mut retried) = (0.0, 0.0, 0.0);
+    for url in &urls {
+        if let Ok(m) = shared::testkit::http_get(format!("{url}/metrics")).await
+            && let Ok(text) = m.text().await
+        {
+            let get = |name: &str| {
+                text.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            sum += get("neo4j_sink_batch_size_sum");
+            count += get("neo4j_sink_batch_size_count");
+            retried += get("neo4j_sink_transient_retries_total");
+        }
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    (result, hwm)
+    println!(
+        "    sink: {replicas} process(es), {count} transactions, mean batch {:.1} events, {retried} transient retries",
+        sum / f64::max(count, 1.0)
+    );
+    if let Some(b) = balancer {
+        b.stop().await;
+    }
+    for (mut child, _) in children {
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    }
+    (result, hwm, retried)
+}
+
+/// One sink process on database `db`, ready; with its URL.
+async fn start_sink(env: &Env, db: &str) -> (tokio::process::Child, String) {
+    let port = free_port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_neo4j-sink"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("NEO4J_URI", &env.bolt)
+        .env("NEO4J_USER", &env.user)
+        .env("NEO4J_PASSWORD", &env.password)
+        .env("NEO4J_DATABASE", db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start neo4j-sink");
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = Instant::now();
+    loop {
+        if let Ok(r) = shared::testkit::http_get(format!("{url}/readyz")).await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(ready.elapsed() < Duration::from_secs(30), "sink not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, url)
+}
+
+/// `BENCH_REPLICAS`: N replicas against one, same load, same balancer, `rounds` rounds.
+async fn replicas_comparison(env: &Env, count: usize, senders: usize, n: usize, rounds: usize) {
+    let tag = std::process::id();
+    println!(
+        "{count} CTS events, {senders} senders, 1 vs {n} sink processes behind one round-robin balancer, {rounds} rounds, server {}, load {}",
+        env.bolt,
+        loadavg()
+    );
+    let warm = format!("bench_rwarm_{tag}");
+    env.create_db(&warm).await;
+    let _ = run_raw(env, &warm, &events("warm", 2000), senders).await;
+    env.drop_db(&warm).await;
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let mut rates = Vec::new();
+        for replicas in [1, n] {
+            let db = format!("bench_r{replicas}_{round}_{tag}");
+            env.create_db(&db).await;
+            let prefix = format!("r{replicas}x{round}");
+            let (l, _, _) = run_sinks(
+                env,
+                &db,
+                Arc::new(events(&prefix, count)),
+                senders,
+                replicas,
+                true,
+            )
+            .await;
+            report(&format!("round {round}: {replicas} replica(s)"), &l);
+            let actions = env
+                .count(&db, "MATCH (a:ACTION) RETURN count(a) AS c")
+                .await;
+            assert_eq!(
+                actions, count as i64,
+                "{replicas} replica(s): every event once in the graph"
+            );
+            rates.push(l.rate());
+            env.drop_db(&db).await;
+        }
+        let ratio = rates[1] / rates[0];
+        println!(
+            "    round {round}: {n} replicas / 1 replica = {:.0}%, load {}",
+            ratio * 100.0,
+            loadavg()
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "ratio {n} replicas / 1 replica: median {:.0}% (min {:.0}%, max {:.0}%), {} rounds (target >= 90%)",
+        ratios[ratios.len() / 2] * 100.0,
+        ratios[0] * 100.0,
+        ratios[ratios.len() - 1] * 100.0,
+        ratios.len()
+    );
+}
+
+/// The machine's load averages (`/proc/loadavg`).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// (b) What the original did, behind the same scaffold: one transaction per event, one at a time.
@@ -443,11 +553,24 @@ fn main() {
         .unwrap_or(32);
     // BENCH_QUICK=1 leaves out the informational runs (b') and (c').
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
+    let replicas: usize = std::env::var("BENCH_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async move {
+        if replicas >= 2 {
+            replicas_comparison(&env, count, senders, replicas, rounds).await;
+            return;
+        }
         let _ = SinkMetrics::new(&prometheus::Registry::new());
         let tag = std::process::id();
         let dbs = [
