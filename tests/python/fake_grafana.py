@@ -83,6 +83,8 @@ class FakeGrafana:
         #: While set, every request is answered 503 (Grafana down) and counted in ``refused``.
         self.down = threading.Event()
         self.refused = 0
+        self.deleted = 0
+        self.next_id = 0
         self._lock = threading.Lock()
         fake = self
 
@@ -158,9 +160,28 @@ class FakeGrafana:
                     fake._violation(self, f"POST: {problem}")
                     return
                 with fake._lock:
-                    new_id = len(fake.annotations) + 1
+                    # ids grow with creation time, as Grafana's do (the sink relies on it)
+                    fake.next_id += 1
+                    new_id = fake.next_id
                     fake.annotations[new_id] = Annotation(new_id, dict(body), dict(body))
                 self._reply(200, {"id": new_id, "message": "Annotation added"})
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                if not self._authorized():
+                    return
+                path = urlsplit(self.path).path
+                prefix = "/api/annotations/"
+                if not path.startswith(prefix) or not path[len(prefix):].isdigit():
+                    fake._violation(self, f"DELETE of {path}")
+                    return
+                with fake._lock:
+                    gone = fake.annotations.pop(int(path[len(prefix):]), None)
+                    if gone is not None:
+                        fake.deleted += 1
+                if gone is None:
+                    self._reply(404, {"message": "Annotation not found"})
+                else:
+                    self._reply(200, {"message": "Annotation deleted"})
 
             def do_PATCH(self) -> None:  # noqa: N802
                 if not self._authorized():

@@ -1,0 +1,130 @@
+"""Chaos Toolkit's own ``notifications`` http channel, for real: a ``chaos run`` WITHOUT the project's
+control, its settings pointing the built-in channel at chaos-sink's ``/notifications``, against the real
+chaos-sink binary, the real InfluxDB 1.x and Pushgateway, and the Grafana FAKE. The test reads every
+backend back: the run's outcome in InfluxDB, its Pushgateway group back to in-progress 0, one Grafana
+region opened and closed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+from chaos_e2e_kit import (
+    CHAOS,
+    PYLIB,
+    ChaosSinkProcess,
+    http,
+    influx_admin,
+    influx_query,
+    influx_string,
+    need,
+    poll,
+    sink_binary,
+)
+from fake_grafana import FakeGrafana
+
+EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
+TOKEN = "notifications-token"
+
+
+def without_controls(name: str, title: str) -> Dict[str, Any]:
+    """A test experiment with the project's control taken out: only Chaos Toolkit itself reports."""
+    experiment = json.loads((EXPERIMENTS / f"{name}.json").read_text(encoding="utf-8"))
+    experiment.pop("controls", None)
+    experiment.get("configuration", {}).pop("chaos_sink_url", None)
+    experiment["title"] = title
+    return experiment
+
+
+@pytest.fixture(scope="module")
+def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
+    influx = need(os.environ.get("TEST_INFLUX_URL"), "InfluxDB 1.x", "TEST_INFLUX_URL is not set")
+    pushgateway = need(os.environ.get("TEST_PUSHGATEWAY_URL"), "Pushgateway",
+                       "TEST_PUSHGATEWAY_URL is not set")
+    binary = need(sink_binary(), "the chaos-sink binary",
+                  "target/debug/chaos-sink is missing (built by `cargo test --workspace`)")
+    need(CHAOS.exists(), "the chaos CLI", f"{CHAOS} is missing (tests/requirements.txt)")
+    db = f"chaos_notif_{uuid.uuid4().hex[:12]}"
+    job = f"notif_{uuid.uuid4().hex[:8]}"
+    influx_admin(influx, f'CREATE DATABASE "{db}"')
+    workdir = tmp_path_factory.mktemp("chaos-sink-notifications")
+    with FakeGrafana(authorization=f"Bearer {TOKEN}") as grafana:
+        config = (
+            f"influxdb:\n  url: {influx}\n  database: {db}\n"
+            f"pushgateway:\n  pushgateway_url: {pushgateway}\n  job: {job}\n"
+            f"grafana:\n  - url: {grafana.url}\n    api_token: {TOKEN}\n"
+        )
+        process = ChaosSinkProcess(binary, workdir, config, {})
+        with process:
+            yield {"influx": influx, "db": db, "pushgateway": pushgateway, "job": job,
+                   "grafana": grafana, "process": process, "workdir": workdir}
+        assert process.exit_code == 0, f"chaos-sink did not exit cleanly:\n{process.log()[-3000:]}"
+    influx_admin(influx, f'DROP DATABASE "{db}"')
+
+
+def run_with_notifications(sink: Dict[str, Any], name: str, title: str) -> subprocess.CompletedProcess:
+    workdir: Path = sink["workdir"] / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    experiment = workdir / "experiment.json"
+    experiment.write_text(json.dumps(without_controls(name, title)), encoding="utf-8")
+    settings = workdir / "settings.yaml"
+    settings.write_text(
+        "notifications:\n"
+        "  - type: http\n"
+        f"    url: {sink['process'].url}/notifications\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K_")}
+    env["PYTHONPATH"] = str(PYLIB)
+    return subprocess.run(
+        [str(CHAOS), "--no-version-check", "--log-file", str(workdir / "chaostoolkit.log"),
+         "--settings", str(settings), "run", "--journal-path", str(workdir / "journal.json"),
+         str(experiment)],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def pushgateway_groups(base: str, job: str) -> List[Dict[str, Any]]:
+    status, body = http("GET", base + "/api/v1/metrics")
+    assert status == 200
+    return [g for g in json.loads(body)["data"] if g["labels"].get("job") == job]
+
+
+@pytest.mark.parametrize("name,status,deviated", [("passing", "completed", False),
+                                                  ("deviated", "completed", True)])
+def test_the_builtin_http_channel_lands_in_every_backend(
+        sink: Dict[str, Any], name: str, status: str, deviated: bool) -> None:
+    title = f"Notifications only: {name} {uuid.uuid4().hex[:6]}"
+    done = run_with_notifications(sink, name, title)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    log = (sink["workdir"] / name / "chaostoolkit.log").read_text(encoding="utf-8", errors="replace")
+    assert "cloudevents" not in log.lower(), "the project's control must not be involved"
+
+    # InfluxDB: the run's outcome, from Chaos Toolkit's run-completed (and run-deviated) notification.
+    rows = poll("the run's outcome in InfluxDB", lambda: influx_query(
+        sink["influx"], sink["db"],
+        'SELECT "status", "deviated" FROM "chaos_toolkit.experiments" '
+        f"WHERE experiment = {influx_string(title)} AND \"status\" =~ /./") or None)
+    assert len(rows) == 1, rows
+    assert rows[0]["status"] == status
+    assert rows[0]["deviated"] is deviated
+
+    # Grafana (FAKE): one region for the run, opened at run-started and closed at the end.
+    regions = [a for a in sink["grafana"].tagged("experiment") if title in a.body.get("text", "")]
+    assert len(regions) == 1, [a.body for a in regions]
+    assert regions[0].body["timeEnd"] > regions[0].body["time"], regions[0].body
+    assert not sink["grafana"].violations, sink["grafana"].violations
+
+    # Pushgateway: a group per run, none left in progress.
+    groups = [g for g in pushgateway_groups(sink["pushgateway"], sink["job"])
+              if g.get("chaostoolkit_inprogress_experiment")]
+    assert groups, "a Pushgateway group for the notification runs"
+    for g in groups:
+        for s in g["chaostoolkit_inprogress_experiment"]["metrics"]:
+            assert s["value"] == "0", f"in-progress back to 0: {g['labels']}"
