@@ -64,7 +64,9 @@ async fn neo4j_sink_sigtermed_mid_load_and_restarted() {
         exporter.tail(20)
     );
     assert!(
-        broker.drained(Duration::from_secs(120)).await,
+        // Generous: on a loaded 2-core machine the restarted sink and the Bolt server can be slow to
+        // work through the backlog (seen once at 120 s while builds ran beside the suite).
+        broker.drained(Duration::from_secs(300)).await,
         "broker did not drain"
     );
     let stored = graph.action_ids(&db).await;
