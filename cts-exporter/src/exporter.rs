@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 /// Why the exporter could not start.
 #[derive(Debug, Error)]
@@ -481,7 +482,16 @@ impl Exporter {
             lag_allowance_ms: i64::try_from(self.config.lag.as_millis()).unwrap_or(i64::MAX),
         };
         let pager = std::mem::replace(&mut run.pager, Pager::new(window));
-        let task = AbortOnDrop(tokio::spawn(producer.run(pager, tx)));
+        // One span per window attempt: the CTS pages (producer) and every delivery (children) in it.
+        let span = tracing::info_span!(
+            "cts.window",
+            window.from = %rfc3339(window.from_ms),
+            window.to = %rfc3339(window.to_ms),
+            attempt = run.attempts,
+        );
+        let task = AbortOnDrop(tokio::spawn(
+            producer.run(pager, tx).instrument(span.clone()),
+        ));
         let counters = &run.counters;
         let consumer = async move {
             let mut rx = rx;
@@ -508,7 +518,7 @@ impl Exporter {
                 }
             }
         };
-        consumer.await;
+        consumer.instrument(span).await;
         let (pager, produced) = match task.join().await {
             Ok(r) => r,
             Err(e) => {
@@ -535,7 +545,27 @@ impl Exporter {
     async fn deliver_one(&self, item: Item, counters: &Counters, persist: bool) {
         let Item { prepared, debug } = item;
         let id = prepared.id.clone();
-        match self.output.deliver_prepared(prepared, persist).await {
+        // A span per event: its W3C `traceparent` goes out with the delivery (shared::delivery injects
+        // the current span's), so the sink's spans continue this trace.
+        let span = tracing::info_span!(
+            "cts.deliver",
+            event.id = %id,
+            outcome = tracing::field::Empty,
+        );
+        let delivery = self
+            .output
+            .deliver_prepared(prepared, persist)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "outcome",
+            match &delivery {
+                Delivery::Delivered => "delivered",
+                Delivery::Rejected(_) => "rejected",
+                Delivery::Failed(_) => "failed",
+            },
+        );
+        match delivery {
             Delivery::Delivered => {
                 counters.delivered.fetch_add(1, Ordering::Relaxed);
                 self.metrics.event(self.output.success_label());
