@@ -94,6 +94,13 @@ impl From<neo4rs::Error> for DbError {
                     | Neo4jErrorKind::Client(Neo4jClientErrorKind::SessionExpired) => {
                         DbError::Transient { code, message }
                     }
+                    // Two writers MERGing the same new node at once (several replicas): the loser's
+                    // transaction breaks the uniqueness constraint, and run again it finds the node.
+                    Neo4jErrorKind::Client(_)
+                        if code == "Neo.ClientError.Schema.ConstraintValidationFailed" =>
+                    {
+                        DbError::Transient { code, message }
+                    }
                     Neo4jErrorKind::Client(_) => DbError::Statement { code, message },
                     Neo4jErrorKind::Database | Neo4jErrorKind::Unknown => {
                         DbError::Transient { code, message }
