@@ -50,6 +50,11 @@ pub struct SinkSettings {
     /// Seconds after its last event when a run's state is dropped (default 86400).
     #[serde(default = "default_run_ttl")]
     pub run_ttl: f64,
+    /// Seconds without an event of a run after which the sink closes it as `interrupted` in every
+    /// backend (its `experiment.finished` never came: the `chaos` process was killed). Longer than
+    /// the longest quiet stretch of a run (an activity, a pause). Default 3600.
+    #[serde(default = "default_run_timeout")]
+    pub run_timeout: f64,
     /// Most events one backend writes in one batch (default 1000).
     #[serde(default = "default_batch_max")]
     pub batch_max_events: usize,
@@ -75,6 +80,7 @@ impl Default for SinkSettings {
         Self {
             max_runs: default_max_runs(),
             run_ttl: default_run_ttl(),
+            run_timeout: default_run_timeout(),
             batch_max_events: default_batch_max(),
             queue_capacity: default_queue(),
             max_retries: default_max_retries(),
@@ -103,6 +109,11 @@ fn default_max_runs() -> usize {
 }
 fn default_run_ttl() -> f64 {
     86_400.0
+}
+/// `sink.run_timeout` when not set: an hour.
+pub const DEFAULT_RUN_TIMEOUT: f64 = 3600.0;
+fn default_run_timeout() -> f64 {
+    DEFAULT_RUN_TIMEOUT
 }
 fn default_batch_max() -> usize {
     1000
@@ -172,6 +183,7 @@ struct EnvOverrides {
     chaos_sink_tracing_headers: Option<Secret>,
     chaos_sink_max_runs: Option<usize>,
     chaos_sink_run_ttl: Option<f64>,
+    chaos_sink_run_timeout: Option<f64>,
 }
 
 fn parse_url(var: &str, value: &str) -> Result<Url, ConfigError> {
@@ -308,6 +320,9 @@ impl Config {
         if let Some(v) = env.chaos_sink_run_ttl {
             self.sink.run_ttl = v;
         }
+        if let Some(v) = env.chaos_sink_run_timeout {
+            self.sink.run_timeout = v;
+        }
         Ok(())
     }
 
@@ -337,6 +352,7 @@ impl Config {
             return Err(ConfigError::invalid("sink.max_runs", "must be at least 1"));
         }
         seconds("sink.run_ttl", s.run_ttl)?;
+        positive_seconds("sink.run_timeout", s.run_timeout)?;
         seconds("sink.initial_backoff", s.initial_backoff)?;
         seconds("sink.retry_after", s.retry_after)?;
         if s.batch_max_events == 0 {
@@ -410,7 +426,7 @@ impl Config {
                     "job": p.job,
                     "grouping_key": p.grouping_key,
                     "group_by": p.group_by,
-                    "delete_after": p.delete_after,
+                    "delete_after": p.delete_after_seconds(),
                     "flush_interval": p.flush_interval,
                     "cert_file": p.cert_file,
                     "username": p.username,
@@ -436,6 +452,7 @@ impl Config {
             serde_json::json!({
                 "max_runs": self.sink.max_runs,
                 "run_ttl": self.sink.run_ttl,
+                "run_timeout": self.sink.run_timeout,
                 "batch_max_events": self.sink.batch_max_events,
                 "queue_capacity": self.sink.queue_capacity,
                 "max_retries": self.sink.max_retries,

@@ -302,6 +302,11 @@ pub struct ExperimentFinished {
     /// After the method (`None`: did not run).
     #[serde(default)]
     pub after_hypothesis_met: Option<bool>,
+    /// Made by the sink, not by Chaos Toolkit: no event of the run came for `sink.run_timeout`
+    /// (the `chaos` process was killed, or its last events were lost), so the run was closed as
+    /// `interrupted`. Never read from an event.
+    #[serde(skip)]
+    pub timed_out: bool,
 }
 
 impl ExperimentFinished {

@@ -6,21 +6,28 @@ use crate::backends::influxdb::InfluxService;
 use crate::backends::otlp::OtlpService;
 use crate::backends::pushgateway::PushgatewayService;
 use crate::backends::{BackendHandle, Outcome, retry_policy};
-use crate::config::{Config, seconds};
+use crate::config::{Config, positive_seconds, seconds};
 use crate::events::{ChaosEvent, EventError, from_cloudevent};
 use crate::metrics::SinkMetrics;
+use crate::run_timeout::{RunWatch, Sweep};
 use crate::state::{Deliveries, RunLimits};
 use prometheus::Registry;
 use shared::cloudevent::{AttributesReader, Event};
 use shared::server::{EventHandler, HandleError, RequestContext};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 /// Handles Chaos Toolkit events for the scaffold (and `/notifications`).
 pub struct ChaosHandler {
-    backends: Vec<BackendHandle>,
+    core: Arc<Core>,
     health: Arc<Health>,
+}
+
+/// What delivers events: the backends and the delivery state (shared with the run timeout's task).
+struct Core {
+    backends: Vec<BackendHandle>,
     deliveries: Arc<Deliveries>,
+    watch: Arc<RunWatch>,
     metrics: SinkMetrics,
     retry_after: Duration,
 }
@@ -149,27 +156,136 @@ impl ChaosHandler {
                 }
             });
         }
-        Ok(Self {
+        let run_timeout = positive_seconds("sink.run_timeout", cfg.sink.run_timeout)
+            .map_err(|e| e.to_string())?;
+        let watch = Arc::new(RunWatch::new(run_timeout, limits));
+        let sweeps: Vec<(String, Sweep)> = backends
+            .iter()
+            .filter_map(|b| Some((b.name.clone(), b.sweep()?)))
+            .collect();
+        let core = Arc::new(Core {
             backends,
-            health,
             deliveries,
+            watch: watch.clone(),
             metrics,
             retry_after: seconds("sink.retry_after", cfg.sink.retry_after)
                 .map_err(|e| e.to_string())?,
-        })
+        });
+        spawn_run_timeout(Arc::downgrade(&core), watch, sweeps);
+        Ok(Self { core, health })
     }
 
     /// Names of the enabled backends.
     pub fn backend_names(&self) -> Vec<String> {
-        self.backends.iter().map(|b| b.name.clone()).collect()
+        self.core.backends.iter().map(|b| b.name.clone()).collect()
     }
 
     /// Writes parsed events to every backend that does not have them yet.
     pub async fn deliver(&self, events: Vec<ChaosEvent>) -> Result<(), HandleError> {
+        self.core.deliver(events).await
+    }
+
+    /// Parses CloudEvents: the Chaos Toolkit ones, the number ignored, and the first invalid one.
+    pub fn parse(&self, events: &[Event]) -> (Vec<ChaosEvent>, Option<EventError>) {
+        self.core.parse(events)
+    }
+
+    /// Counts events that came in through `/notifications`.
+    pub fn count(&self, events: &[ChaosEvent]) {
+        for e in events {
+            self.core
+                .metrics
+                .events
+                .with_label_values(&[e.type_name()])
+                .inc();
+        }
+    }
+}
+
+/// Longest one backend's sweep may take.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Closes the runs that timed out (see [`crate::run_timeout`]): looks every quarter of the timeout
+/// (between 0.25 and 30 s) at the runs this process saw, and asks the backends for their open runs
+/// at start, every half timeout (between 1 and 300 s), and whenever a run here went quiet. A closing
+/// event a backend could not take is tried again at the next look.
+fn spawn_run_timeout(core: Weak<Core>, watch: Arc<RunWatch>, sweeps: Vec<(String, Sweep)>) {
+    let timeout = watch.timeout();
+    let every = (timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+    let discover_every = (timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(300));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_discovery: Option<Instant> = None;
+        let mut pending: Vec<ChaosEvent> = Vec::new();
+        loop {
+            tick.tick().await;
+            let Some(core) = core.upgrade() else { break };
+            let now = Instant::now();
+            let stale = watch.stale(now);
+            let discover = !sweeps.is_empty()
+                && (!stale.is_empty()
+                    || last_discovery.is_none_or(|t| now.duration_since(t) >= discover_every));
+            let mut found = Vec::new();
+            if discover {
+                last_discovery = Some(now);
+                let looks = sweeps
+                    .iter()
+                    .map(|(_, sweep)| tokio::time::timeout(SWEEP_TIMEOUT, sweep()));
+                let results = futures_util::future::join_all(looks).await;
+                for ((name, _), r) in sweeps.iter().zip(results) {
+                    match r {
+                        Ok(Ok(runs)) => {
+                            core.metrics
+                                .open_runs_found
+                                .with_label_values(&[name.as_str()])
+                                .set(i64::try_from(runs.len()).unwrap_or(i64::MAX));
+                            found.extend(runs);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(backend = %name, error = %e, "cannot look for open runs; trying again later")
+                        }
+                        Err(_) => {
+                            tracing::warn!(backend = %name, "looking for open runs timed out; trying again later")
+                        }
+                    }
+                }
+            }
+            if stale.is_empty() && found.is_empty() && pending.is_empty() {
+                continue;
+            }
+            let close = watch.to_close(&stale, found, chrono::Utc::now(), Instant::now());
+            for ev in close {
+                if !pending.iter().any(|p| p.run_id == ev.run_id) {
+                    pending.push(ev);
+                }
+            }
+            let mut again = Vec::new();
+            for ev in std::mem::take(&mut pending) {
+                match core.deliver(vec![ev.clone()]).await {
+                    Ok(()) => {
+                        core.metrics.runs_timed_out.inc();
+                        tracing::warn!(run = %ev.run_id, experiment = %ev.experiment_ref, timeout_s = timeout.as_secs_f64(), "no event of the run came within sink.run_timeout: closed as interrupted in every backend");
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %ev.run_id, error = %e, "cannot close a timed-out run yet; trying again");
+                        again.push(ev);
+                    }
+                }
+            }
+            pending = again;
+        }
+    });
+}
+
+impl Core {
+    /// Writes parsed events to every backend that does not have them yet.
+    async fn deliver(&self, events: Vec<ChaosEvent>) -> Result<(), HandleError> {
         if events.is_empty() || self.backends.is_empty() {
             return Ok(());
         }
         let events: Vec<Arc<ChaosEvent>> = events.into_iter().map(Arc::new).collect();
+        self.watch.observe(&events);
         let keys: Vec<String> = events.iter().map(|e| e.key()).collect();
         let done: Vec<u64> = events
             .iter()
@@ -239,8 +355,7 @@ impl ChaosHandler {
         Ok(())
     }
 
-    /// Parses CloudEvents: the Chaos Toolkit ones, the number ignored, and the first invalid one.
-    pub fn parse(&self, events: &[Event]) -> (Vec<ChaosEvent>, Option<EventError>) {
+    fn parse(&self, events: &[Event]) -> (Vec<ChaosEvent>, Option<EventError>) {
         let mut parsed = Vec::with_capacity(events.len());
         let mut invalid = None;
         for ev in events {
@@ -260,16 +375,6 @@ impl ChaosHandler {
             }
         }
         (parsed, invalid)
-    }
-
-    /// Counts events that came in through `/notifications`.
-    pub fn count(&self, events: &[ChaosEvent]) {
-        for e in events {
-            self.metrics
-                .events
-                .with_label_values(&[e.type_name()])
-                .inc();
-        }
     }
 }
 
@@ -295,6 +400,7 @@ impl EventHandler for ChaosHandler {
     fn status(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let backends: serde_json::Map<String, serde_json::Value> = self
+            .core
             .backends
             .iter()
             .map(|b| {

@@ -18,6 +18,7 @@ pub mod events;
 pub mod handler;
 pub mod metrics;
 pub mod notifications;
+pub mod run_timeout;
 pub mod schema;
 pub mod state;
 

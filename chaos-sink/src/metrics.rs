@@ -21,6 +21,10 @@ pub struct SinkMetrics {
     pub events: IntCounterVec,
     /// Runs held in the delivery state.
     pub runs: IntGauge,
+    /// Runs the sink closed as `interrupted` after `sink.run_timeout` without an event.
+    pub runs_timed_out: IntCounter,
+    /// Open runs found in the backends, by backend, at the last sweep.
+    pub open_runs_found: IntGaugeVec,
 }
 
 /// One backend's metrics, label values resolved.
@@ -90,6 +94,17 @@ impl SinkMetrics {
                 &["type"],
             )?,
             runs: IntGauge::new("chaos_sink_runs", "Runs held in the per-run state.")?,
+            runs_timed_out: IntCounter::new(
+                "chaos_sink_runs_timed_out_total",
+                "Runs closed as interrupted because no event of them came for sink.run_timeout.",
+            )?,
+            open_runs_found: IntGaugeVec::new(
+                Opts::new(
+                    "chaos_sink_backend_open_runs",
+                    "Open runs (started, no outcome) a backend held at the last sweep.",
+                ),
+                &["backend"],
+            )?,
         };
         register(registry, &m.written);
         register(registry, &m.rejected);
@@ -100,6 +115,8 @@ impl SinkMetrics {
         register(registry, &m.up);
         register(registry, &m.events);
         register(registry, &m.runs);
+        register(registry, &m.runs_timed_out);
+        register(registry, &m.open_runs_found);
         Ok(m)
     }
 

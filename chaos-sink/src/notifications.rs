@@ -312,6 +312,7 @@ pub fn map(
                     duration,
                     before_hypothesis_met: met(journal, "before"),
                     after_hypothesis_met: met(journal, "after"),
+                    timed_out: false,
                 }),
             }])
         }

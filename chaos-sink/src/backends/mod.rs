@@ -13,6 +13,7 @@ pub mod pushgateway;
 
 use crate::events::ChaosEvent;
 use crate::metrics::{BackendCounters, SinkMetrics};
+use crate::run_timeout::Sweep;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -92,6 +93,12 @@ pub trait Service: Send + 'static {
 
     /// The readiness check.
     fn probe(&self) -> Probe;
+
+    /// How to find the runs this backend holds as open (for `sink.run_timeout`); `None` (the
+    /// default): the backend cannot tell.
+    fn sweep(&self) -> Option<Sweep> {
+        None
+    }
 }
 
 struct Job {
@@ -106,6 +113,7 @@ pub struct BackendHandle {
     pub name: String,
     tx: mpsc::Sender<Job>,
     probe: Probe,
+    sweep: Option<Sweep>,
     counters: BackendCounters,
     timeout: Duration,
 }
@@ -124,14 +132,21 @@ impl BackendHandle {
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let counters = metrics.backend(&name);
         let probe = service.probe();
+        let sweep = service.sweep();
         tokio::spawn(run(service, rx, max_batch.max(1), counters.clone()));
         Self {
             name,
             tx,
             probe,
+            sweep,
             counters,
             timeout,
         }
+    }
+
+    /// The backend's [`Sweep`], if it can find open runs.
+    pub fn sweep(&self) -> Option<Sweep> {
+        self.sweep.clone()
     }
 
     /// Hands events to the backend and waits for their outcomes. A full queue is `Err` (the

@@ -12,6 +12,9 @@ use crate::events::{
 };
 use serde_json::{Map, Value, json};
 
+/// The tag of a region the sink closed because no event of the run came for `sink.run_timeout`.
+pub const TIMED_OUT_TAG: &str = "timed-out";
+
 /// The run tag: `run:<id>`.
 pub fn run_tag(run_id: &str) -> String {
     format!("run:{run_id}")
@@ -71,6 +74,9 @@ impl Target {
                 extra.push(format!("status:{}", f.status.as_str()));
                 extra.push(format!("outcome:{}", f.outcome()));
                 extra.push(format!("deviated:{}", f.deviated));
+                if f.timed_out {
+                    extra.push(TIMED_OUT_TAG.into());
+                }
             }
         }
         self.tags(extra)
@@ -108,6 +114,11 @@ impl Target {
                 ", steady state not met before the method"
             }
             _ => "",
+        };
+        let gate = if d.timed_out {
+            ", closed by chaos-sink: no event of the run came within sink.run_timeout"
+        } else {
+            gate
         };
         body.insert(
             "text".into(),

@@ -4,5 +4,6 @@
 pub mod config;
 pub mod encoding;
 pub mod service;
+mod sweep;
 
 pub use service::GrafanaService;

@@ -10,11 +10,13 @@
 //! are several with the key, keeps the lowest id and deletes its own if it is not that one. Ids grow
 //! with creation time, so the later creator always sees the earlier annotation and gives way.
 
-use super::encoding::{Target, run_tag};
+use super::encoding::{TIMED_OUT_TAG, Target, run_tag};
+use super::sweep::Sweeper;
 use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
 use crate::config::{GrafanaAuth, GrafanaConfig};
 use crate::events::{ActivityType, ChaosEvent, EventKind, epoch_ms};
 use crate::metrics::BackendCounters;
+use crate::run_timeout::Sweep;
 use crate::state::{RunLimits, RunMap};
 use base64::Engine as _;
 use futures_util::StreamExt;
@@ -44,6 +46,9 @@ struct GrafanaRun {
     looked_up: bool,
     region: Option<i64>,
     region_closed: bool,
+    /// The region was closed by the sink's run timeout: the run's real outcome, if it still comes,
+    /// replaces it.
+    region_timed_out: bool,
     activities: HashMap<String, i64>,
     found: Vec<Existing>,
     all: Vec<Existing>,
@@ -71,6 +76,7 @@ pub struct GrafanaService {
     counters: BackendCounters,
     runs: RunMap<GrafanaRun>,
     probe: Probe,
+    tags: Vec<String>,
 }
 
 /// A run's state after a batch and the outcome of each of its events.
@@ -132,6 +138,7 @@ impl GrafanaService {
             counters,
             runs: RunMap::new(limits),
             probe,
+            tags: cfg.tags.clone(),
         })
     }
 
@@ -244,6 +251,7 @@ impl GrafanaService {
         if let Some(region) = found.iter().filter(|a| is_region(a)).min_by_key(|a| a.id) {
             st.region = Some(region.id);
             st.region_closed = region.tags.iter().any(|t| t.starts_with("status:"));
+            st.region_timed_out = region.tags.iter().any(|t| t == TIMED_OUT_TAG);
         }
         st.found = found
             .iter()
@@ -267,11 +275,13 @@ impl GrafanaService {
                 }
             }
             EventKind::ExperimentFinished(d) => {
-                if st.region.is_none() || !st.region_closed {
+                // The real outcome replaces one the run timeout wrote.
+                let replaces = |st: &GrafanaRun| st.region_timed_out && !d.timed_out;
+                if st.region.is_none() || !st.region_closed || replaces(st) {
                     // The region may have been made, or closed, by another replica.
                     self.refresh(&ev.run_id, st).await?;
                 }
-                if !st.region_closed {
+                if !st.region_closed || replaces(st) {
                     match st.region {
                         Some(id) => {
                             match self.patch(id, self.target.region_end(ev, d, false)).await {
@@ -294,6 +304,7 @@ impl GrafanaService {
                         }
                     }
                     st.region_closed = true;
+                    st.region_timed_out = d.timed_out;
                 }
             }
             EventKind::ActivityFinished(d) => {
@@ -393,5 +404,17 @@ impl Service for GrafanaService {
 
     fn probe(&self) -> Probe {
         self.probe.clone()
+    }
+
+    fn sweep(&self) -> Option<Sweep> {
+        Some(
+            Sweeper {
+                client: self.client.clone(),
+                url: self.url.clone(),
+                auth: self.auth.clone(),
+                tags: self.tags.clone(),
+            }
+            .into_sweep(),
+        )
     }
 }

@@ -6,7 +6,7 @@
 //! | measurement | when | tags | fields | time |
 //! |---|---|---|---|---|
 //! | `chaos_toolkit.actions` (chaosdb) | action started / finished | `experiment`, `scope` (`before`/`after`) | `type`, `module`, `func` (or `path`/`url`) | activity start / end |
-//! | `chaos_toolkit.experiments` | experiment started / finished | `experiment`, `experiment_ref`, `run_id`, `host` | started: `title`, `description`, `tags`; finished: `status`, `outcome`, `deviated`, `duration`, `end`, `before_hypothesis_met`, `after_hypothesis_met` | run start |
+//! | `chaos_toolkit.experiments` | experiment started / finished | `experiment`, `experiment_ref`, `run_id`, `host` | started: `title`, `description`, `tags`; finished: `status`, `outcome`, `deviated`, `duration`, `end`, `timed_out` (true: closed by the sink after `sink.run_timeout`), `before_hypothesis_met`, `after_hypothesis_met` | run start |
 //! | `chaos_toolkit.hypotheses` | hypothesis finished | `experiment`, `run_id`, `phase` | `title`, `met`, `duration`, `end` | hypothesis start |
 //! | `chaos_toolkit.sections` | method / rollbacks finished | `experiment`, `run_id`, `section` | `duration`, `end` | section start |
 //! | `chaos_toolkit.activities` | activity finished | `experiment`, `run_id`, `activity`, `type`, `phase` | `status`, `failed`, `duration`, `end`, `tolerance_met`, `provider_type`, `module`, `func`, `path`, `url`, `output`, `exception` | activity start |
@@ -232,6 +232,7 @@ pub fn encode(event: &ChaosEvent, precision: Precision, out: &mut String) -> usi
                 .field("deviated", Field::Bool(d.deviated))
                 .field("duration", Field::Float(d.duration))
                 .field("end", Field::Str(&end))
+                .field("timed_out", Field::Bool(d.timed_out))
                 .opt(
                     "before_hypothesis_met",
                     d.before_hypothesis_met.map(Field::Bool),

@@ -2,10 +2,12 @@
 //! configured) or v2 `POST /api/v2/write?org=&bucket=` (`Authorization: Token`).
 
 use super::encoding;
+use super::sweep::Sweeper;
 use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
 use crate::config::{InfluxApi, InfluxConfig, Precision};
 use crate::events::ChaosEvent;
 use crate::metrics::BackendCounters;
+use crate::run_timeout::Sweep;
 use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use shared::retry::RetryPolicy;
@@ -22,6 +24,8 @@ pub struct InfluxService {
     policy: RetryPolicy,
     counters: BackendCounters,
     probe: Probe,
+    /// InfluxQL (v1) only: how open runs are found.
+    sweeper: Option<(Url, String)>,
 }
 
 impl InfluxService {
@@ -67,7 +71,12 @@ impl InfluxService {
                 get_probe(client.clone(), u, auth.clone().map(|v| (AUTHORIZATION, v)))
             }
         };
+        let sweeper = match cfg.api() {
+            InfluxApi::V1 => Some((join(&base, "query"), cfg.database.clone())),
+            InfluxApi::V2 => None,
+        };
         Ok(Self {
+            sweeper,
             client,
             write_url,
             auth,
@@ -193,5 +202,18 @@ impl Service for InfluxService {
 
     fn probe(&self) -> Probe {
         self.probe.clone()
+    }
+
+    fn sweep(&self) -> Option<Sweep> {
+        let (query_url, database) = self.sweeper.clone()?;
+        Some(
+            Sweeper {
+                client: self.client.clone(),
+                query_url,
+                database,
+                auth: self.auth.clone(),
+            }
+            .into_sweep(),
+        )
     }
 }

@@ -171,6 +171,10 @@ pub fn experiment_span(
         sp.attributes
             .push(b("chaostoolkit.experiment.interrupted", true));
     }
+    if d.timed_out {
+        sp.attributes
+            .push(b("chaostoolkit.experiment.timed_out", true));
+    }
     if let Some(m) = d.before_hypothesis_met {
         sp.attributes
             .push(b("chaostoolkit.experiment.before_hypothesis_met", m));

@@ -37,9 +37,11 @@ pub struct PushgatewayConfig {
     /// `run` (default) or `experiment`.
     #[serde(default = "default_group_by")]
     pub group_by: GroupBy,
-    /// Seconds after a run finished when its group is deleted (0: never; default 0).
+    /// Seconds after a run finished when its group is deleted (0: kept). Default: 3600 with
+    /// `group_by: run` (a group per run would otherwise pile up forever), 0 with
+    /// `group_by: experiment` (the next run of the experiment replaces the group).
     #[serde(default)]
-    pub delete_after: f64,
+    pub delete_after: Option<f64>,
     /// The outcome is pushed before `experiment.finished` is acknowledged; the in-progress and
     /// activity series are pushed with it, or by a flush `flush_interval` seconds after the run's
     /// first unpushed change (default 5; 0: push on every event before acknowledging it).
@@ -66,7 +68,18 @@ pub struct PushgatewayConfig {
     pub timeout: f64,
 }
 
+/// `delete_after` of `group_by: run` when the configuration does not set it.
+pub const DEFAULT_RUN_GROUP_DELETE_AFTER: f64 = 3600.0;
+
 impl PushgatewayConfig {
+    /// Seconds after a run finished when its group is deleted (0: kept), the default applied.
+    pub fn delete_after_seconds(&self) -> f64 {
+        self.delete_after.unwrap_or(match self.group_by {
+            GroupBy::Run => DEFAULT_RUN_GROUP_DELETE_AFTER,
+            GroupBy::Experiment => 0.0,
+        })
+    }
+
     /// Request timeout.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout)
@@ -85,7 +98,9 @@ impl PushgatewayConfig {
                 ));
             }
         }
-        seconds("pushgateway.delete_after", self.delete_after)?;
+        if let Some(d) = self.delete_after {
+            seconds("pushgateway.delete_after", d)?;
+        }
         seconds("pushgateway.flush_interval", self.flush_interval)?;
         positive_seconds("pushgateway.timeout", self.timeout)?;
         if let Some(p) = &self.cert_file {

@@ -13,10 +13,12 @@
 //! start and activity events) while pushes are in flight.
 
 use super::encoding::{ActivityRecord, RunMetrics, group_segment, render};
+use super::sweep::Sweeper;
 use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
 use crate::config::{GroupBy, PushgatewayConfig};
 use crate::events::{ChaosEvent, EventKind};
 use crate::metrics::BackendCounters;
+use crate::run_timeout::Sweep;
 use crate::state::{RunLimits, RunMap};
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
@@ -188,7 +190,7 @@ impl PushgatewayService {
             job: cfg.job.clone(),
             grouping_key: cfg.grouping_key.clone(),
             group_by: cfg.group_by,
-            delete_after: Duration::from_secs_f64(cfg.delete_after),
+            delete_after: Duration::from_secs_f64(cfg.delete_after_seconds()),
             flush_interval: Duration::from_secs_f64(cfg.flush_interval),
             auth,
             policy,
@@ -206,16 +208,13 @@ impl PushgatewayService {
 
     /// The group path of a run: `/metrics/job/<job>/chaostoolkit_experiment_ref/<ref>[/chaostoolkit_run_trace_id/<run>]` plus the static grouping labels.
     pub fn group_path(&self, experiment_ref: &str, run_id: &str) -> String {
-        let mut p = String::from("/metrics");
-        group_segment("job", &self.job, &mut p);
-        group_segment("chaostoolkit_experiment_ref", experiment_ref, &mut p);
-        if self.group_by == GroupBy::Run {
-            group_segment("chaostoolkit_run_trace_id", run_id, &mut p);
-        }
-        for (k, v) in &self.grouping_key {
-            group_segment(k, v, &mut p);
-        }
-        p
+        group_path(
+            &self.job,
+            &self.grouping_key,
+            self.group_by,
+            experiment_ref,
+            run_id,
+        )
     }
 
     fn url(&self, group: &str) -> Url {
@@ -412,6 +411,26 @@ impl PushgatewayService {
     }
 }
 
+/// The group path of a run (see [`PushgatewayService::group_path`]).
+pub(super) fn group_path(
+    job: &str,
+    grouping_key: &BTreeMap<String, String>,
+    group_by: GroupBy,
+    experiment_ref: &str,
+    run_id: &str,
+) -> String {
+    let mut p = String::from("/metrics");
+    group_segment("job", job, &mut p);
+    group_segment("chaostoolkit_experiment_ref", experiment_ref, &mut p);
+    if group_by == GroupBy::Run {
+        group_segment("chaostoolkit_run_trace_id", run_id, &mut p);
+    }
+    for (k, v) in grouping_key {
+        group_segment(k, v, &mut p);
+    }
+    p
+}
+
 /// What an event changes for the Pushgateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {
@@ -551,5 +570,20 @@ impl Service for PushgatewayService {
 
     fn probe(&self) -> Probe {
         self.probe.clone()
+    }
+
+    fn sweep(&self) -> Option<Sweep> {
+        Some(
+            Sweeper {
+                client: self.client.clone(),
+                base: self.base.clone(),
+                auth: self.auth.clone(),
+                job: self.job.clone(),
+                grouping_key: self.grouping_key.clone(),
+                group_by: self.group_by,
+                delete_after: self.delete_after,
+            }
+            .into_sweep(),
+        )
     }
 }

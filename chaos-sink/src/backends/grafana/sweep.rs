@@ -1,0 +1,114 @@
+//! Grafana's part of `sink.run_timeout`: the run regions still tagged `running` (opened by
+//! `experiment.started`, never closed), with the last thing each run's annotations show.
+
+use super::encoding::run_tag;
+use crate::run_timeout::{FoundRun, Sweep};
+use chrono::{DateTime, Utc};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use serde::Deserialize;
+use std::sync::Arc;
+use url::Url;
+
+/// What the sweep needs of the service.
+pub(super) struct Sweeper {
+    pub client: reqwest::Client,
+    pub url: Url,
+    pub auth: Option<HeaderValue>,
+    /// The configured tags (on every annotation of this sink).
+    pub tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Listed {
+    #[serde(default)]
+    time: i64,
+    #[serde(default, rename = "timeEnd")]
+    time_end: i64,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    text: String,
+}
+
+/// Most annotations one search returns.
+const LIMIT: &str = "1000";
+
+fn tag_value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
+    tags.iter().find_map(|t| t.strip_prefix(key))
+}
+
+impl Sweeper {
+    /// The sweep as the run timeout calls it.
+    pub fn into_sweep(self) -> Sweep {
+        let this = Arc::new(self);
+        Arc::new(move || {
+            let this = this.clone();
+            Box::pin(async move { this.sweep().await })
+        })
+    }
+
+    async fn search(&self, tags: &[&str]) -> Result<Vec<Listed>, String> {
+        let mut url = self.url.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            for t in self
+                .tags
+                .iter()
+                .map(String::as_str)
+                .filter(|t| !t.is_empty())
+                .chain(tags.iter().copied())
+            {
+                q.append_pair("tags", t);
+            }
+            q.append_pair("limit", LIMIT);
+        }
+        let mut req = self.client.get(url).header(ACCEPT, "application/json");
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        let reply = req.send().await.map_err(shared::http::error_text)?;
+        let status = reply.status();
+        if !status.is_success() {
+            return Err(format!("annotation search: HTTP {}", status.as_u16()));
+        }
+        let body = reply.bytes().await.map_err(shared::http::error_text)?;
+        serde_json::from_slice(&body)
+            .map_err(|e| format!("unexpected answer to the annotation search: {e}"))
+    }
+
+    async fn sweep(&self) -> Result<Vec<FoundRun>, String> {
+        let open = self
+            .search(&["chaostoolkit", "experiment", "running"])
+            .await?;
+        let mut found = Vec::with_capacity(open.len());
+        for region in open {
+            let Some(run_id) = tag_value(&region.tags, "run:") else {
+                continue;
+            };
+            // The run's activities tell when it last moved.
+            let last_ms = self
+                .search(&[&run_tag(run_id)])
+                .await?
+                .iter()
+                .map(|a| a.time.max(a.time_end))
+                .chain([region.time])
+                .max()
+                .unwrap_or(region.time);
+            let title = region
+                .text
+                .rsplit_once(": running")
+                .map(|(t, _)| t.to_owned())
+                .filter(|t| !t.is_empty());
+            found.push(FoundRun {
+                run_id: run_id.to_owned(),
+                experiment_ref: tag_value(&region.tags, "experiment:").map(str::to_owned),
+                title,
+                host: None,
+                start: DateTime::<Utc>::from_timestamp_millis(region.time),
+                last: DateTime::<Utc>::from_timestamp_millis(last_ms).unwrap_or_else(Utc::now),
+                last_event: DateTime::<Utc>::from_timestamp_millis(last_ms),
+            });
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,180 @@
+//! The Pushgateway's part of `sink.run_timeout`: reads every group (`GET /api/v1/metrics`), reports
+//! this sink's groups whose `chaostoolkit_inprogress_experiment` is still 1 (open runs, whichever
+//! replica or earlier process pushed them), and deletes the per-run groups of runs that finished more
+//! than `delete_after` ago (so the groups go also when the process that pushed them is gone).
+
+use crate::config::GroupBy;
+use crate::run_timeout::{FoundRun, Sweep};
+use chrono::{DateTime, Utc};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// What the sweep needs of the service.
+pub(super) struct Sweeper {
+    pub client: reqwest::Client,
+    pub base: Url,
+    pub auth: Option<HeaderValue>,
+    pub job: String,
+    pub grouping_key: BTreeMap<String, String>,
+    pub group_by: GroupBy,
+    pub delete_after: Duration,
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    data: Vec<Group>,
+}
+
+#[derive(Deserialize)]
+struct Group {
+    labels: BTreeMap<String, String>,
+    #[serde(flatten)]
+    families: HashMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Family {
+    #[serde(default)]
+    metrics: Vec<Sample>,
+}
+
+#[derive(Deserialize)]
+struct Sample {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    value: String,
+}
+
+impl Group {
+    fn first(&self, family: &str) -> Option<Sample> {
+        let f: Family = serde_json::from_value(self.families.get(family)?.clone()).ok()?;
+        f.metrics.into_iter().next()
+    }
+
+    fn value(&self, family: &str) -> Option<f64> {
+        self.first(family)?.value.parse().ok()
+    }
+}
+
+fn epoch(seconds: f64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros((seconds * 1e6).round() as i64)
+}
+
+impl Sweeper {
+    /// The sweep as the run timeout calls it.
+    pub fn into_sweep(self) -> Sweep {
+        let this = Arc::new(self);
+        Arc::new(move || {
+            let this = this.clone();
+            Box::pin(async move { this.sweep().await })
+        })
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut u = self.base.clone();
+        let prefix = self.base.path().trim_end_matches('/').to_owned();
+        u.set_path(&format!("{prefix}{path}"));
+        u
+    }
+
+    fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, url);
+        match &self.auth {
+            Some(a) => req.header(AUTHORIZATION, a.clone()),
+            None => req,
+        }
+    }
+
+    /// This sink's group: our job and static grouping labels, and per run or per experiment as
+    /// configured.
+    fn ours(&self, g: &Group) -> bool {
+        g.labels.get("job") == Some(&self.job)
+            && self
+                .grouping_key
+                .iter()
+                .all(|(k, v)| g.labels.get(k) == Some(v))
+            && g.labels.contains_key("chaostoolkit_experiment_ref")
+            && (self.group_by == GroupBy::Run) == g.labels.contains_key("chaostoolkit_run_trace_id")
+    }
+
+    async fn sweep(&self) -> Result<Vec<FoundRun>, String> {
+        let reply = self
+            .request(reqwest::Method::GET, self.url("/api/v1/metrics"))
+            .send()
+            .await
+            .map_err(shared::http::error_text)?;
+        let status = reply.status();
+        if !status.is_success() {
+            return Err(format!("GET /api/v1/metrics: HTTP {}", status.as_u16()));
+        }
+        let body = reply.bytes().await.map_err(shared::http::error_text)?;
+        let listing: Listing = serde_json::from_slice(&body)
+            .map_err(|e| format!("unexpected answer to GET /api/v1/metrics: {e}"))?;
+        let now = Utc::now();
+        let mut open = Vec::new();
+        for g in listing.data.iter().filter(|g| self.ours(g)) {
+            let Some(inprogress) = g.first("chaostoolkit_inprogress_experiment") else {
+                continue;
+            };
+            let pushed = g.value("push_time_seconds").and_then(epoch).unwrap_or(now);
+            let run_id = inprogress.labels.get("chaostoolkit_run_trace_id").cloned();
+            let experiment_ref = g.labels.get("chaostoolkit_experiment_ref").cloned();
+            match inprogress.value.parse::<f64>() {
+                Ok(v) if v >= 1.0 => {
+                    if let Some(run_id) = run_id {
+                        open.push(FoundRun {
+                            run_id,
+                            experiment_ref,
+                            title: None,
+                            host: None,
+                            start: g
+                                .value("chaostoolkit_experiment_start_timestamp_seconds")
+                                .and_then(epoch),
+                            last: pushed,
+                            last_event: None,
+                        });
+                    }
+                }
+                Ok(_) if self.group_by == GroupBy::Run && !self.delete_after.is_zero() => {
+                    let due = chrono::Duration::from_std(self.delete_after)
+                        .is_ok_and(|d| now.signed_duration_since(pushed) >= d);
+                    if let (true, Some(run), Some(exp)) = (due, &run_id, &experiment_ref) {
+                        self.delete(exp, run).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(open)
+    }
+
+    async fn delete(&self, experiment_ref: &str, run_id: &str) {
+        let path = super::service::group_path(
+            &self.job,
+            &self.grouping_key,
+            self.group_by,
+            experiment_ref,
+            run_id,
+        );
+        match self
+            .request(reqwest::Method::DELETE, self.url(&path))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                tracing::debug!(run = %run_id, "deleted the group of a run finished more than delete_after ago");
+            }
+            Ok(r) => {
+                tracing::warn!(run = %run_id, status = r.status().as_u16(), "cannot delete a Pushgateway group");
+            }
+            Err(e) => {
+                tracing::warn!(run = %run_id, error = %shared::http::error_text(e), "cannot delete a Pushgateway group");
+            }
+        }
+    }
+}
