@@ -41,6 +41,9 @@ pub struct FoundRun {
     /// The time of the run's last event the backend has (an activity's end), when it has one: where
     /// the closed run ends.
     pub last_event: Option<DateTime<Utc>>,
+    /// The backend has the run's outcome: it ended (or was closed by another process), whatever
+    /// the others hold.
+    pub finished: bool,
 }
 
 /// A backend's look at what it holds: the runs it has as open. It may also tidy up on the way (the
@@ -159,6 +162,7 @@ impl RunWatch {
                     m.start = m.start.or(f.start);
                     m.last = m.last.max(f.last);
                     m.last_event = m.last_event.max(f.last_event);
+                    m.finished |= f.finished;
                 }
                 None => {
                     order.push(f.run_id.clone());
@@ -167,10 +171,15 @@ impl RunWatch {
             }
         }
         let open = lock(&self.open);
-        let ended = lock(&self.ended);
+        let mut ended = lock(&self.ended);
         let mut out = Vec::new();
         let mut take = |run_id: &str| {
             if ended.contains(run_id) {
+                return;
+            }
+            if merged.get(run_id).is_some_and(|f| f.finished) {
+                // Ended elsewhere (a replica got the end, or closed the run already).
+                ended.entry(run_id, || ());
                 return;
             }
             let local = open.get(run_id);
@@ -366,10 +375,38 @@ mod tests {
             start: Some(at(0)),
             last: at(0),
             last_event: None,
+            finished: false,
         };
         assert!(
             w.to_close(&[], vec![found], Utc::now(), Instant::now())
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_run_a_backend_has_the_outcome_of_is_not_closed_again() {
+        let w = watch(0);
+        // A duplicate `started` reached this process after another one got the run's end.
+        w.observe(&[started("r", 0)]);
+        let stale = w.stale(Instant::now());
+        let ended = FoundRun {
+            run_id: "r".into(),
+            experiment_ref: Some("ref".into()),
+            title: None,
+            host: None,
+            start: Some(at(0)),
+            last: at(0),
+            last_event: None,
+            finished: true,
+        };
+        assert!(
+            w.to_close(&stale, vec![ended], Utc::now(), Instant::now())
+                .is_empty()
+        );
+        assert!(
+            w.to_close(&stale, vec![], Utc::now(), Instant::now())
+                .is_empty(),
+            "remembered as ended"
         );
     }
 
@@ -386,6 +423,7 @@ mod tests {
             start: None,
             last: Utc::now() + chrono::Duration::seconds(30),
             last_event: None,
+            finished: false,
         };
         assert!(
             w.to_close(&stale, vec![moving], Utc::now(), Instant::now())
@@ -404,6 +442,7 @@ mod tests {
             start: Some(at(0)),
             last: at(3),
             last_event: Some(at(3)),
+            finished: false,
         };
         let pushgateway = FoundRun {
             run_id: "r".into(),
@@ -413,6 +452,7 @@ mod tests {
             start: Some(at(0) + chrono::Duration::microseconds(1)),
             last: Utc::now(),
             last_event: None,
+            finished: false,
         };
         let out = w.to_close(&[], vec![influx.clone()], Utc::now(), Instant::now());
         assert_eq!(out.len(), 1);
@@ -434,6 +474,7 @@ mod tests {
             start: None,
             last: at(0),
             last_event: None,
+            finished: false,
         };
         assert!(
             w.to_close(&[], vec![bare], Utc::now(), Instant::now())

@@ -405,3 +405,56 @@ async fn finished_per_run_groups_are_deleted_after_delete_after_by_any_process()
         .unwrap();
     assert!(r.status().is_success());
 }
+
+#[tokio::test]
+async fn a_late_duplicate_start_on_another_process_neither_reopens_nor_recloses_the_run() {
+    let Some(b) = Backends::start("timeout_duplicate").await else {
+        return;
+    };
+    let (run_id, events) = fresh_run(chrono::Duration::seconds(30));
+    let a = Sink::start_yaml(&b.config(3600.0, 0.0));
+    a.send_all(&events).await;
+    closed_group(&b, &run_id).await;
+    // The Broker redelivers `experiment.started` to a replica that never saw the run.
+    let other = Sink::start_yaml(&b.config(1.0, 0.0));
+    other.send_all(&events[..1]).await;
+    until("the duplicate start pushed in-progress 1", 10, || async {
+        b.group(&run_id)
+            .await
+            .filter(|g| value(g, "chaostoolkit_inprogress_experiment", None) == Some(1.0))
+    })
+    .await;
+    // The run's outcome is in the backends: in-progress goes back to 0 and nothing is closed again.
+    let g = closed_group(&b, &run_id).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = |g: &Value, s: &str| {
+        value(
+            g,
+            "chaostoolkit_experiment_status",
+            Some(("chaostoolkit_experiment_status", s)),
+        )
+    };
+    assert_eq!(
+        (status(&g, "completed"), status(&g, "interrupted")),
+        (Some(1.0), Some(0.0))
+    );
+    let g = b.group(&run_id).await.unwrap();
+    assert_eq!(
+        value(&g, "chaostoolkit_inprogress_experiment", None),
+        Some(0.0)
+    );
+    assert_eq!(status(&g, "completed"), Some(1.0));
+    let p = b.run_points(&run_id).await;
+    assert_eq!(
+        (p.len(), &p[0]["status"], &p[0]["timed_out"]),
+        (1, &json!("completed"), &json!(false))
+    );
+    assert!(!b.region(&run_id).has_tag("timed-out"));
+    let (_, metrics) = other.get("/metrics").await;
+    assert!(
+        metrics.contains("chaos_sink_runs_timed_out_total 0"),
+        "{metrics}"
+    );
+    a.stop().await;
+    other.stop().await;
+}

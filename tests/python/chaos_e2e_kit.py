@@ -282,11 +282,13 @@ def chaos_run(
     env: Dict[str, str],
     interrupt_when: Optional[Callable[[int], bool]] = None,
     timeout: float = 90.0,
+    interrupt_signal: int = signal.SIGINT,
 ) -> ChaosRun:
     """``chaos run experiments/<name>.json`` with the test venv's CLI, in its own process group.
     With ``interrupt_when``, SIGINT is sent to that group, as Ctrl-C in a terminal does (chaos and
     the activity's processes get it), once the check passes for chaos's pid (polled with a
-    deadline)."""
+    deadline); ``interrupt_signal=SIGKILL`` kills the run instead (an OOM kill, a node lost): no
+    journal, no ``experiment.finished``."""
     workdir.mkdir(parents=True, exist_ok=True)
     settings = workdir / "settings.yaml"
     settings.write_text("{}\n", encoding="utf-8")
@@ -323,7 +325,7 @@ def chaos_run(
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"{name}: the moment to interrupt never came (chaos {proc.poll()})")
                 time.sleep(0.05)
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, interrupt_signal)
         _, stderr = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:

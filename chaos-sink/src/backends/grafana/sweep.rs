@@ -107,6 +107,7 @@ impl Sweeper {
                 start: DateTime::<Utc>::from_timestamp_millis(region.time),
                 last: DateTime::<Utc>::from_timestamp_millis(last_ms).unwrap_or_else(Utc::now),
                 last_event: DateTime::<Utc>::from_timestamp_millis(last_ms),
+                finished: false,
             });
         }
         Ok(found)

@@ -1,6 +1,6 @@
 //! InfluxDB's part of `sink.run_timeout` (v1 API; InfluxQL): the run points of the last
-//! [`LOOKBACK`] that have a start but no `status` (no `experiment.finished` was written), with the
-//! end of each run's last activity. The run point's time, title and host are exact, so the sink's
+//! [`LOOKBACK`]: open when they have a start but no `status` (no `experiment.finished` was
+//! written), with the end of each run's last activity; finished otherwise. The run point's time, title and host are exact, so the sink's
 //! closing point merges into it.
 
 use super::encoding::{ACTIVITIES, EXPERIMENTS};
@@ -126,7 +126,8 @@ impl Sweeper {
                 let (Some(run_id), Some(start)) = (row.tags.get("run_id"), row.time()) else {
                     continue;
                 };
-                if row.get("status").is_some() || row.get("title").is_none() {
+                let finished = row.get("status").is_some();
+                if !finished && row.get("title").is_none() {
                     continue;
                 }
                 open.push(FoundRun {
@@ -137,10 +138,11 @@ impl Sweeper {
                     start: Some(start),
                     last: start,
                     last_event: Some(start),
+                    finished,
                 });
             }
         }
-        if open.is_empty() {
+        if open.iter().all(|r| r.finished) {
             return Ok(open);
         }
         // When each open run last moved: the end of its latest activity.

@@ -136,6 +136,28 @@ fn common_labels(m: &RunMetrics) -> String {
     s
 }
 
+/// Only `chaostoolkit_inprogress_experiment` 0 of a run (what a push of its outcome sets).
+pub fn inprogress_done(experiment_ref: &str, run_id: &str) -> String {
+    let m = RunMetrics {
+        experiment_ref: experiment_ref.to_owned(),
+        run_id: run_id.to_owned(),
+        ..RunMetrics::default()
+    };
+    let mut out = String::new();
+    Family::header(&mut out, INPROGRESS, "gauge", INPROGRESS_HELP);
+    let common = common_labels(&m);
+    Family {
+        out: &mut out,
+        name: INPROGRESS,
+        common: &common,
+    }
+    .sample("", &[], 0.0);
+    out
+}
+
+const INPROGRESS: &str = "chaostoolkit_inprogress_experiment";
+const INPROGRESS_HELP: &str = "1 while the experiment runs, 0 once it finished.";
+
 /// Renders the run's metric families in the text format.
 pub fn render(m: &RunMetrics) -> String {
     let mut out = String::with_capacity(2048);
@@ -151,11 +173,7 @@ pub fn render(m: &RunMetrics) -> String {
         }};
     }
     {
-        let mut f = family!(
-            "chaostoolkit_inprogress_experiment",
-            "gauge",
-            "1 while the experiment runs, 0 once it finished."
-        );
+        let mut f = family!(INPROGRESS, "gauge", INPROGRESS_HELP);
         f.sample("", &[], if m.finished.is_some() { 0.0 } else { 1.0 });
     }
     if let Some(start) = m.start {

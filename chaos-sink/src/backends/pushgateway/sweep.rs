@@ -1,13 +1,16 @@
 //! The Pushgateway's part of `sink.run_timeout`: reads every group (`GET /api/v1/metrics`), reports
-//! this sink's groups whose `chaostoolkit_inprogress_experiment` is still 1 (open runs, whichever
-//! replica or earlier process pushed them), and deletes the per-run groups of runs that finished more
-//! than `delete_after` ago (so the groups go also when the process that pushed them is gone).
+//! this sink's runs, open when `chaostoolkit_inprogress_experiment` is still 1 without an outcome
+//! (whichever replica or earlier process pushed them), and deletes the per-run groups of runs that
+//! finished more than `delete_after` ago (so the groups go also when the process that pushed them
+//! is gone). A group with in-progress 1 and an outcome (a late duplicate `started` pushed by a
+//! process that never saw the end) gets in-progress 0 again.
 
 use crate::config::GroupBy;
 use crate::run_timeout::{FoundRun, Sweep};
 use chrono::{DateTime, Utc};
-use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
+use shared::metrics::TEXT_CONTENT_TYPE;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +54,18 @@ struct Sample {
 }
 
 impl Group {
+    /// One of the run's status series is 1: the outcome was pushed.
+    fn has_outcome(&self) -> bool {
+        let Some(f) = self.families.get("chaostoolkit_experiment_status") else {
+            return false;
+        };
+        serde_json::from_value::<Family>(f.clone()).is_ok_and(|f| {
+            f.metrics
+                .iter()
+                .any(|m| m.value.parse::<f64>().is_ok_and(|v| v >= 1.0))
+        })
+    }
+
     fn first(&self, family: &str) -> Option<Sample> {
         let f: Family = serde_json::from_value(self.families.get(family)?.clone()).ok()?;
         f.metrics.into_iter().next()
@@ -122,47 +137,84 @@ impl Sweeper {
                 continue;
             };
             let pushed = g.value("push_time_seconds").and_then(epoch).unwrap_or(now);
-            let run_id = inprogress.labels.get("chaostoolkit_run_trace_id").cloned();
-            let experiment_ref = g.labels.get("chaostoolkit_experiment_ref").cloned();
-            match inprogress.value.parse::<f64>() {
-                Ok(v) if v >= 1.0 => {
-                    if let Some(run_id) = run_id {
-                        open.push(FoundRun {
-                            run_id,
-                            experiment_ref,
-                            title: None,
-                            host: None,
-                            start: g
-                                .value("chaostoolkit_experiment_start_timestamp_seconds")
-                                .and_then(epoch),
-                            last: pushed,
-                            last_event: None,
-                        });
-                    }
-                }
-                Ok(_) if self.group_by == GroupBy::Run && !self.delete_after.is_zero() => {
-                    let due = chrono::Duration::from_std(self.delete_after)
-                        .is_ok_and(|d| now.signed_duration_since(pushed) >= d);
-                    if let (true, Some(run), Some(exp)) = (due, &run_id, &experiment_ref) {
-                        self.delete(exp, run).await;
-                    }
-                }
-                _ => {}
+            let (Some(run_id), Some(experiment_ref)) = (
+                inprogress.labels.get("chaostoolkit_run_trace_id"),
+                g.labels.get("chaostoolkit_experiment_ref"),
+            ) else {
+                continue;
+            };
+            let running = inprogress.value.parse::<f64>().is_ok_and(|v| v >= 1.0);
+            let has_outcome = g.has_outcome();
+            if running && has_outcome {
+                // A late duplicate `started` pushed by a process that never saw the run's end:
+                // the outcome is there, so the run is over.
+                self.repair(experiment_ref, run_id).await;
             }
+            if !running
+                && self.group_by == GroupBy::Run
+                && !self.delete_after.is_zero()
+                && chrono::Duration::from_std(self.delete_after)
+                    .is_ok_and(|d| now.signed_duration_since(pushed) >= d)
+            {
+                self.delete(experiment_ref, run_id).await;
+            }
+            open.push(FoundRun {
+                run_id: run_id.clone(),
+                experiment_ref: Some(experiment_ref.clone()),
+                title: None,
+                host: None,
+                start: g
+                    .value("chaostoolkit_experiment_start_timestamp_seconds")
+                    .and_then(epoch),
+                last: pushed,
+                last_event: None,
+                finished: !running || has_outcome,
+            });
         }
         Ok(open)
     }
 
-    async fn delete(&self, experiment_ref: &str, run_id: &str) {
-        let path = super::service::group_path(
+    fn group_url(&self, experiment_ref: &str, run_id: &str) -> Url {
+        self.url(&super::service::group_path(
             &self.job,
             &self.grouping_key,
             self.group_by,
             experiment_ref,
             run_id,
-        );
+        ))
+    }
+
+    /// Pushes in-progress 0 to the group of a run whose outcome is there.
+    async fn repair(&self, experiment_ref: &str, run_id: &str) {
+        let body = super::encoding::inprogress_done(experiment_ref, run_id);
         match self
-            .request(reqwest::Method::DELETE, self.url(&path))
+            .request(
+                reqwest::Method::POST,
+                self.group_url(experiment_ref, run_id),
+            )
+            .header(CONTENT_TYPE, TEXT_CONTENT_TYPE)
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(run = %run_id, "in-progress was 1 on a finished run (a late duplicate start): set back to 0");
+            }
+            Ok(r) => {
+                tracing::warn!(run = %run_id, status = r.status().as_u16(), "cannot set in-progress back to 0");
+            }
+            Err(e) => {
+                tracing::warn!(run = %run_id, error = %shared::http::error_text(e), "cannot set in-progress back to 0");
+            }
+        }
+    }
+
+    async fn delete(&self, experiment_ref: &str, run_id: &str) {
+        match self
+            .request(
+                reqwest::Method::DELETE,
+                self.group_url(experiment_ref, run_id),
+            )
             .send()
             .await
         {
