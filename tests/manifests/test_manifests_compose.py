@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from manifest_helpers import REPO, need
+from manifest_helpers import pod_spec, REPO, need
 
 OURS = ("otc-sim", "cts-exporter", "neo4j-sink", "chaos-sink")
 UPSTREAM = {"neo4j": "neo4j:5", "influxdb": "influxdb:1.8", "grafana": "grafana/grafana",
@@ -132,3 +132,62 @@ def test_grafana_is_provisioned(compose):
     assert mounts[path] == str(REPO / "deploy/grafana/dashboards")
     home = g["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (REPO / "deploy/grafana/dashboards" / home.rsplit("/", 1)[1]).is_file()
+
+
+# Where compose may differ from the Kubernetes manifests, and why. Everything else a manifest sets for one of
+# our containers, compose sets to the same value.
+COMPOSE_DIFFERS = {
+    "K_SINK": "the address of the sink in compose's network (a SinkBinding injects it in Kubernetes)",
+    "K_CE_OVERRIDES": "set by the SinkBinding in Kubernetes; none in compose",
+    "NEO4J_URI": "the address of the Neo4j container",
+    "OS_CLOUD": "the password cloud of otc-sim's clouds.yaml instead of the user's cloud",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "compose wires its Jaeger; in Kubernetes the operator points it at a collector",
+    "NEO4J_USER": "a Secret in Kubernetes", "NEO4J_PASSWORD": "a Secret in Kubernetes",
+    "CHAOS_SINK_GRAFANA_API_TOKEN": "a Secret in Kubernetes (compose uses Grafana's admin login)",
+    "CHAOS_SINK_GRAFANA_USERNAME": "compose's Grafana admin login", "CHAOS_SINK_GRAFANA_PASSWORD": "ditto",
+    "CHAOS_SINK_INFLUXDB_USERNAME": "a Secret in Kubernetes (optional); compose's InfluxDB has no auth",
+    "CHAOS_SINK_INFLUXDB_PASSWORD": "ditto", "CHAOS_SINK_INFLUXDB_TOKEN": "ditto",
+    "LOG_FORMAT": "json for a cluster's log collector, text for a person reading `docker compose logs`",
+    "CTS_FROM": "compose polls otc-sim every minute; the real CTS is polled every 5",
+    "CTS_LAG_SECONDS": "otc-sim's late traces come within 20 s; the real CTS's within 5 min",
+    "SHUTDOWN_DELAY_SECS": "Knative needs 5 s to take a stopping pod out of routing; compose has no router",
+}
+
+
+def test_our_services_match_the_kubernetes_manifests(compose, overlays):
+    """Same user, read-only root, dropped capabilities, ports, mount paths and env as the manifests, except
+    where COMPOSE_DIFFERS says why."""
+    docs = overlays["overlays/broker"]
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d.get("kind") == "ConfigMap"}
+    for kind, name in (("Deployment", "cts-exporter"), ("Service", "neo4j-sink"), ("Service", "chaos-sink")):
+        doc = next(d for d in docs if d.get("kind") == kind and d["metadata"]["name"] == name)
+        spec = pod_spec(doc)
+        container = next(c for c in spec["containers"] if c["name"] == name)
+        sc = dict(spec.get("securityContext") or {})
+        sc.update(container.get("securityContext") or {})
+        s = compose["services"][name]
+        assert s["user"] == f"{sc['runAsUser']}:{sc['runAsGroup']}", name
+        assert s["read_only"] is sc["readOnlyRootFilesystem"] is True, name
+        assert s["cap_drop"] == sc["capabilities"]["drop"], name
+        assert ("no-new-privileges:true" in s["security_opt"]) == (sc["allowPrivilegeEscalation"] is False), name
+        k8s_ports = {p["containerPort"] for p in container.get("ports", [])}
+        compose_ports = {p["target"] if isinstance(p, dict) else int(str(p).rsplit(":", 1)[1].split("/")[0])
+                         for p in s.get("ports", [])}
+        assert compose_ports == k8s_ports, (name, compose_ports, k8s_ports)
+        k8s_env = {}
+        for src in container.get("envFrom", []):
+            k8s_env.update(configmaps[src["configMapRef"]["name"]])
+        for e in container.get("env", []):
+            k8s_env[e["name"]] = str(e["value"]) if "value" in e else None
+        ours = {k: str(v) for k, v in s["environment"].items()}
+        differ = {k for k in set(k8s_env) | set(ours) if k8s_env.get(k) != ours.get(k)}
+        unexplained = differ - set(COMPOSE_DIFFERS)
+        assert not unexplained, {k: (k8s_env.get(k), ours.get(k)) for k in unexplained}
+        # Files are where the manifests mount them.
+        mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+        targets = {v["target"] if isinstance(v, dict) else str(v).split(":")[1] for v in s.get("volumes", [])}
+        for path_var in ("OS_CLIENT_CONFIG_FILE", "CTS_STATE_FILE", "CHAOS_SINK_CONFIG"):
+            if path_var in k8s_env:
+                assert ours[path_var] == k8s_env[path_var], path_var
+                assert any(ours[path_var].startswith(m) for m in mounts), path_var
+                assert any(ours[path_var].startswith(t) for t in targets), (name, path_var, targets)

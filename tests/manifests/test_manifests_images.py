@@ -1,5 +1,5 @@
-"""docker/Dockerfile and .dockerignore (no Docker engine on the test machines: the image is checked as text,
-and against the workspace it builds from)."""
+"""docker/Dockerfile and .dockerignore as text, and against the workspace it builds from (test_images_run.py
+builds the images with podman and runs them)."""
 
 import re
 import subprocess
@@ -41,9 +41,16 @@ def workspace_binaries():
 
 
 def test_multi_stage_build_to_distroless_nonroot():
-    (build_from, build), (run_from, runtime) = stages()
+    (build_from, build), (host_from, host), (binary_from, _), (run_from, runtime) = stages()
     assert re.match(r"FROM docker\.io/library/rust:\$\{RUST_VERSION\}-bookworm AS build", build_from)
-    assert run_from == "FROM gcr.io/distroless/cc-debian12:nonroot"
+    text = DOCKERFILE.read_text()
+    # The runtime base and the binary's origin are build arguments whose defaults are what users get.
+    assert "ARG RUNTIME_BASE=gcr.io/distroless/cc-debian12:nonroot" in text
+    assert "ARG BINARY_FROM=build" in text
+    assert host_from == "FROM scratch AS host"
+    assert "COPY target/release/${SERVICE} /out/app" in host
+    assert binary_from == "FROM ${BINARY_FROM} AS binary"
+    assert run_from == "FROM ${RUNTIME_BASE}"
     cargo = [i for i in build if "cargo build" in i]
     assert cargo and all(s in cargo[0] for s in ("--release", "--locked", '-p "$SERVICE"'))
     # The runtime stage has no shell: nothing may RUN there.
@@ -53,7 +60,10 @@ def test_multi_stage_build_to_distroless_nonroot():
     entry = [i for i in runtime if i.upper().startswith("ENTRYPOINT ")]
     assert entry == ['ENTRYPOINT ["/app"]']
     # The state directory is owned by the runtime user (a fresh volume mounted there inherits it).
-    assert any(i.startswith("COPY --from=build --chown=65532:65532") for i in runtime)
+    assert any(i.startswith("COPY --from=binary --chown=65532:65532") for i in runtime)
+    # Both origins provide the same tree: /out/app and /out/state.
+    assert any("/out/app" in i for i in build) and any("/out/state" in i for i in build)
+    assert any(i.endswith("/out/state/") for i in host)
 
 
 def test_every_service_the_dockerfile_accepts_is_a_workspace_binary():
