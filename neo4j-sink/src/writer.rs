@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -94,6 +95,8 @@ impl Health {
 struct Job {
     records: Vec<Record>,
     reply: oneshot::Sender<Result<(), WriteError>>,
+    /// The request's span: the batch span links to it.
+    link: Option<shared::telemetry::SpanLink>,
 }
 
 /// Batching settings of the writer task.
@@ -159,7 +162,12 @@ impl Writer {
         let events = records.len() as i64;
         let guard = lock(&self.tx);
         let tx = guard.as_ref().ok_or(SubmitError::Closed)?;
-        match tx.try_send(Job { records, reply }) {
+        let link = shared::telemetry::current_link();
+        match tx.try_send(Job {
+            records,
+            reply,
+            link,
+        }) {
             Ok(()) => {
                 self.metrics.queue_depth.add(events);
                 Ok(pending)
@@ -285,10 +293,25 @@ async fn write_loop(
             .iter_mut()
             .map(|j| std::mem::take(&mut j.records))
             .collect();
+        // One span per batch (a trace of its own), linked to the span of every request in it.
+        let span = tracing::info_span!(
+            parent: None,
+            "neo4j.batch",
+            events,
+            requests = batch.len(),
+            attempts = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        shared::telemetry::add_links(&span, batch.iter_mut().filter_map(|j| j.link.take()));
         let outcomes = match health.check() {
-            Ok(()) => write_jobs(&db, &records, &mut cache, &metrics).await,
+            Ok(()) => {
+                write_jobs(&db, &records, &mut cache, &metrics)
+                    .instrument(span.clone())
+                    .await
+            }
             Err(reason) => vec![Err(WriteError::NotReady(reason)); batch.len()],
         };
+        span.record("outcome", batch_outcome(&outcomes));
         if let Some(Err(WriteError::Db(e))) = outcomes.iter().find(|o| o.is_err())
             && e.is_outage()
         {
@@ -301,6 +324,26 @@ async fn write_loop(
         }
     }
     tracing::debug!("writer stopped: queue closed and drained");
+}
+
+/// A batch's outcome in one word, for its span: `committed`, `partly refused`, `refused`, `unavailable`.
+fn batch_outcome(outcomes: &[Result<(), WriteError>]) -> &'static str {
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(WriteError::Refused(_))))
+        .count();
+    if outcomes.iter().all(Result::is_ok) {
+        "committed"
+    } else if outcomes
+        .iter()
+        .any(|o| matches!(o, Err(WriteError::Db(_) | WriteError::NotReady(_))))
+    {
+        "unavailable"
+    } else if refused == outcomes.len() {
+        "refused"
+    } else {
+        "partly refused"
+    }
 }
 
 /// A boxed future borrowing the writer's state (the splitting below recurses).
@@ -402,6 +445,7 @@ async fn write_records(
     let result = transient_retry()
         .run("write a batch (transient database error)", |attempt| {
             let queries = queries.clone();
+            tracing::Span::current().record("attempts", attempt + 1);
             async move {
                 let started = Instant::now();
                 let result = db.write(queries).await;

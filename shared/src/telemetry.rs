@@ -272,6 +272,34 @@ pub fn inject_current(headers: &mut reqwest::header::HeaderMap) {
     TraceContextPropagator::new().inject_context(&cx, &mut HeaderCarrier(headers));
 }
 
+/// The trace context of a span, kept to link work done elsewhere (a batch written by another task) to the
+/// request that asked for it.
+#[derive(Clone, Debug)]
+pub struct SpanLink(opentelemetry::trace::SpanContext);
+
+impl SpanLink {
+    /// The linked span's trace id (W3C hex).
+    pub fn trace_id(&self) -> String {
+        self.0.trace_id().to_string()
+    }
+}
+
+/// The current span as a link target; `None` outside a span with OpenTelemetry ids.
+pub fn current_link() -> Option<SpanLink> {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = tracing::Span::current().context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(SpanLink(sc))
+}
+
+/// Links `span` to each of `links` (the requests a batch serves). Spans in other traces, so a request's
+/// trace leads to the batch that committed it and the batch to every request in it.
+pub fn add_links(span: &tracing::Span, links: impl IntoIterator<Item = SpanLink>) {
+    for link in links {
+        span.add_link(link.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

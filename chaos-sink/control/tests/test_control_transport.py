@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ from chaoscloudevents.transport import (
     HttpTransport,
     encode,
     parse_retry_after,
+    run_traceparent,
     percent_encode,
 )
 from fake_cloudevents_sink import FakeCloudEventsSink, closed_port_url
@@ -90,6 +92,7 @@ def test_binary_mode_request() -> None:
     assert "ce-datacontenttype" not in h
     assert h["ce-subject"] == percent_encode(TITLE)
     assert h["ce-specversion"] == "1.0" and h["ce-time"] == "2026-11-22T20:50:12.635557Z"
+    assert h.pop("traceparent") == run_traceparent(ev.attributes()["chaosrunid"])
     assert set(h) == {f"ce-{k}" for k in ev.attributes() if k != "datacontenttype"}
     assert json.loads(req.body) == ev.data
     for value in req.headers.values():
@@ -110,11 +113,29 @@ def test_binary_mode_decodes_with_the_cloudevents_sdk() -> None:
 def test_structured_mode_decodes_with_the_cloudevents_sdk() -> None:
     ev = event()
     req = encode(ev, STRUCTURED)
-    assert req.headers == {"Content-Type": "application/cloudevents+json; charset=utf-8"}
+    assert req.headers == {"Content-Type": "application/cloudevents+json; charset=utf-8",
+                           "traceparent": run_traceparent(ev.attributes()["chaosrunid"])}
     assert json.loads(req.body) == ev.to_structured()
     decoded = from_http(HTTPMessage(headers=dict(req.headers), body=req.body), JSONFormat())
     assert decoded.get_attributes()["subject"] == TITLE
     assert decoded.get_data() == ev.data
+
+
+def test_every_event_of_a_run_carries_the_runs_traceparent() -> None:
+    """W3C traceparent: trace id = the run id, parent = the run's root span as chaos-sink derives it
+    (SHA-256 of run id, NUL, "experiment"; first 8 bytes), sampled; in both modes, as an HTTP header."""
+    run_id = "0b7c2f7e-3d0a-4f43-9a57-6f7a0c1e2d3f"
+    expected = "00-0b7c2f7e3d0a4f439a576f7a0c1e2d3f-" + hashlib.sha256(
+        run_id.encode() + b"\0experiment").hexdigest()[:16] + "-01"
+    assert run_traceparent(run_id) == expected
+    for mode in (BINARY, STRUCTURED):
+        assert encode(event(), mode).headers["traceparent"] == expected
+    other = EventFactory(run_id="6a1d0c54-6c1e-4f8e-8d53-0d0f5c1d2e3f", experiment_ref="x", hostname="h",
+                         title="t").hypothesis_finished("h", "before", T0, T0, True)
+    assert encode(other, BINARY).headers["traceparent"].split("-")[1] == "6a1d0c546c1e4f8e8d530d0f5c1d2e3f"
+    # Not a UUID (cannot be a trace id): no header rather than a made-up trace.
+    assert run_traceparent("not-a-uuid") is None
+    assert run_traceparent("00000000-0000-0000-0000-000000000000") is None
 
 
 def test_unknown_mode() -> None:

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 /// What a backend did with one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,8 @@ pub trait Service: Send + 'static {
 struct Job {
     events: Vec<Arc<ChaosEvent>>,
     reply: oneshot::Sender<Vec<Outcome>>,
+    /// The request's span: the batch's span links to it.
+    link: Option<shared::telemetry::SpanLink>,
 }
 
 /// The handler's side of a backend task.
@@ -133,7 +136,13 @@ impl BackendHandle {
         let counters = metrics.backend(&name);
         let probe = service.probe();
         let sweep = service.sweep();
-        tokio::spawn(run(service, rx, max_batch.max(1), counters.clone()));
+        tokio::spawn(run(
+            name.clone(),
+            service,
+            rx,
+            max_batch.max(1),
+            counters.clone(),
+        ));
         Self {
             name,
             tx,
@@ -154,7 +163,12 @@ impl BackendHandle {
     pub async fn submit(&self, events: Vec<Arc<ChaosEvent>>) -> Result<Vec<Outcome>, Overloaded> {
         let n = events.len();
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { events, reply }) {
+        let link = shared::telemetry::current_link();
+        match self.tx.try_send(Job {
+            events,
+            reply,
+            link,
+        }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => return Err(Overloaded),
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -225,9 +239,12 @@ struct Waiting {
     early: Vec<Option<Outcome>>,
     len: usize,
     started: Instant,
+    /// The batch's span (`chaos.backend.write`), ended when the batch is answered.
+    span: tracing::Span,
 }
 
 async fn run<S: Service>(
+    name: String,
     mut service: S,
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
@@ -268,6 +285,16 @@ async fn run<S: Service>(
         }
         let batch: Vec<Arc<ChaosEvent>> =
             jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+        // One span per batch (a trace of its own), linked to the span of every request in it.
+        let span = tracing::info_span!(
+            parent: None,
+            "chaos.backend.write",
+            backend = %name,
+            events = batch.len(),
+            requests = jobs.len(),
+            outcome = tracing::field::Empty,
+        );
+        shared::telemetry::add_links(&span, jobs.iter_mut().filter_map(|j| j.link.take()));
         let started = Instant::now();
         let mut early = service.settle_early(&batch);
         early.resize(batch.len(), None);
@@ -289,11 +316,12 @@ async fn run<S: Service>(
             early,
             len: batch.len(),
             started,
+            span: span.clone(),
         };
-        match service.detach(&batch) {
-            Some(calls) => detached.push(async move { (waiting, calls.await) }),
+        match span.in_scope(|| service.detach(&batch)) {
+            Some(calls) => detached.push(async move { (waiting, calls.instrument(span).await) }),
             None => {
-                let outcomes = service.process(&batch).await;
+                let outcomes = service.process(&batch).instrument(span).await;
                 answer(waiting, outcomes, &counters);
             }
         }
@@ -308,6 +336,7 @@ fn answer(waiting: Waiting, mut outcomes: Vec<Outcome>, counters: &BackendCounte
         early,
         len,
         started,
+        span,
     } = waiting;
     counters.latency.observe(started.elapsed().as_secs_f64());
     counters.batch_size.observe(len as f64);
@@ -326,6 +355,16 @@ fn answer(waiting: Waiting, mut outcomes: Vec<Outcome>, counters: &BackendCounte
     }
     let all_up = outcomes.iter().all(Outcome::is_final);
     counters.up.set(i64::from(all_up));
+    span.record(
+        "outcome",
+        if !all_up {
+            "unavailable"
+        } else if outcomes.iter().any(|o| matches!(o, Outcome::Rejected(_))) {
+            "partly rejected"
+        } else {
+            "written"
+        },
+    );
     for (offset, job) in pending {
         let mine: Vec<Outcome> = outcomes[offset..offset + job.events.len()].to_vec();
         let _ = job.reply.send(mine);

@@ -18,7 +18,7 @@ logger = logging.getLogger("chaostoolkit.cloudevents")
 
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
-_FORBIDDEN_HEADERS = ("content-type", "content-length", "host", "transfer-encoding")
+_FORBIDDEN_HEADERS = ("content-type", "content-length", "host", "transfer-encoding", "traceparent", "tracestate")
 
 #: Defaults of the control's arguments (documented in the README).
 DEFAULTS: Dict[str, Any] = {

@@ -15,6 +15,7 @@ does: 2xx delivered; connection errors, timeouts, 404, 408, 409, 425, 429 and 5x
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import errno
 import json
 import os
@@ -102,8 +103,23 @@ def _json_bytes(value: object) -> bytes:
     return _JSON.encode(value).encode("utf-8")
 
 
+def run_traceparent(run_id: str) -> Optional[str]:
+    """The W3C ``traceparent`` of a run's events: trace id = the run id (a UUID, as chaos-sink's OTLP
+    backend makes the run's trace), parent = the run's root span (``experiment``), whose id chaos-sink
+    derives as the first 8 bytes of SHA-256(run id, 0, "experiment"). The sink's spans of the run's
+    requests so join the run's trace, under its root. ``None`` for a run id that is not a UUID."""
+    trace = run_id.replace("-", "").lower()
+    if len(trace) != 32 or not all(c in "0123456789abcdef" for c in trace) or set(trace) == {"0"}:
+        return None
+    span = hashlib.sha256(run_id.encode("utf-8") + b"\0" + b"experiment").digest()[:8].hex()
+    if span == "0" * 16:
+        return None
+    return f"00-{trace}-{span}-01"
+
+
 def encode(event: CloudEvent, mode: str = BINARY) -> HttpRequest:
-    """Encode ``event`` for HTTP in ``binary`` or ``structured`` mode."""
+    """Encode ``event`` for HTTP in ``binary`` or ``structured`` mode, with the ``traceparent`` of its
+    run (:func:`run_traceparent`) when it has a ``chaosrunid``."""
     if mode == STRUCTURED:
         headers = {"Content-Type": STRUCTURED_CONTENT_TYPE}
         body = _json_bytes(event.to_structured())
@@ -117,6 +133,11 @@ def encode(event: CloudEvent, mode: str = BINARY) -> HttpRequest:
         body = _json_bytes(event.data)
     else:
         raise ValueError(f"unknown CloudEvents mode {mode!r} (expected 'binary' or 'structured')")
+    run_id = event.attributes().get("chaosrunid")
+    traceparent = run_traceparent(run_id) if isinstance(run_id, str) else None
+    if traceparent:
+        # The HTTP header, as Knative's tracing reads it (not the ce-traceparent extension).
+        headers["traceparent"] = traceparent
     return HttpRequest(event_id=event.id, event_type=event.type, headers=headers, body=body)
 
 
