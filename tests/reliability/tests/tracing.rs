@@ -104,6 +104,52 @@ async fn one_trace_from_the_exporters_delivery_to_the_sinks_commit() {
             linked.insert((hex(&l.trace_id), hex(&l.span_id)), b);
         }
     }
+    // One delivery's path, as text (`cargo test -p reliability-tests --test tracing -- --nocapture`).
+    let ms = |s: &Span| (s.end_time_unix_nano - s.start_time_unix_nano) as f64 / 1e6;
+    let show = |s: &Span, keys: &[&str]| {
+        let attrs: Vec<String> = keys
+            .iter()
+            .filter_map(|k| {
+                attr(s, k).map(|v| {
+                    format!(
+                        "{k}={}",
+                        v.trim_start_matches("Some(AnyValue { value: Some(")
+                            .trim_end_matches(") })")
+                    )
+                })
+            })
+            .collect();
+        format!(
+            "{} trace {} span {} parent {} {:.1} ms {}",
+            s.name,
+            hex(&s.trace_id),
+            hex(&s.span_id),
+            if s.parent_span_id.is_empty() {
+                "-".to_owned()
+            } else {
+                hex(&s.parent_span_id)
+            },
+            ms(s),
+            attrs.join(" ")
+        )
+    };
+    if let Some(d) = delivers.first() {
+        let window = spans.iter().find(|w| w.span_id == d.parent_span_id);
+        let request = requests.iter().find(|r| r.parent_span_id == d.span_id);
+        if let (Some(w), Some(r)) = (window, request) {
+            let batch = linked.get(&(hex(&r.trace_id), hex(&r.span_id)));
+            eprintln!("{}", show(w, &["window.from", "window.to", "attempt"]));
+            eprintln!("  {}", show(d, &["event.id", "outcome"]));
+            eprintln!("    {}", show(r, &["path", "events"]));
+            if let Some(b) = batch {
+                eprintln!(
+                    "{} links {}",
+                    show(b, &["events", "requests", "attempts", "outcome"]),
+                    b.links.len()
+                );
+            }
+        }
+    }
     for d in &delivers {
         let (trace, span) = (hex(&d.trace_id), hex(&d.span_id));
         let request = requests
