@@ -50,6 +50,21 @@ class ChaosRun:
         return [e for e in self.events if e["type"] == f"org.chaostoolkit.{short_type}"]
 
 
+def _in_order(declaration: Any) -> Any:
+    """A copy of an experiment or settings whose cloudevents control declarations get
+    ``concurrency: 1`` (unless they set it)."""
+    declaration = json.loads(json.dumps(declaration))
+    controls = declaration.get("controls") if isinstance(declaration, dict) else None
+    entries = controls.values() if isinstance(controls, dict) else (controls or [])
+    for control in entries:
+        provider = control.get("provider") if isinstance(control, dict) else None
+        if isinstance(provider, dict) and provider.get("module") == "chaoscloudevents.control":
+            arguments = provider.setdefault("arguments", {})
+            if isinstance(arguments, dict):
+                arguments.setdefault("concurrency", 1)
+    return declaration
+
+
 def run_chaos(
     experiment: str,
     tmp_path: Path,
@@ -60,12 +75,23 @@ def run_chaos(
     env: Optional[Dict[str, str]] = None,
     experiment_path: Optional[Path] = None,
     timeout: float = 60.0,
+    in_order: bool = True,
 ) -> ChaosRun:
-    """Run the real `chaos run` CLI on a fixture experiment, return journal and received events."""
+    """Run the real `chaos run` CLI on a fixture experiment, return journal and received events.
+
+    ``in_order`` (default): the control is declared with ``concurrency: 1``, so the events arrive in
+    the order the control emits them, which most tests check; ``False`` keeps the declaration (the
+    default concurrency sends several at once)."""
     workdir = tmp_path / experiment.replace(".json", "")
     workdir.mkdir(parents=True, exist_ok=True)
     settings_path = workdir / "settings.json"
-    settings_path.write_text(json.dumps(settings or {}), encoding="utf-8")
+    settings = _in_order(settings or {}) if in_order else (settings or {})
+    settings_path.write_text(json.dumps(settings), encoding="utf-8")
+    if in_order:
+        source = experiment_path or EXPERIMENTS / experiment
+        declared = json.loads(source.read_text(encoding="utf-8"))
+        experiment_path = workdir / f"in-order-{source.name}"
+        experiment_path.write_text(json.dumps(_in_order(declared), ensure_ascii=False), encoding="utf-8")
     journal_path = workdir / "journal.json"
     run_env = {
         k: v for k, v in os.environ.items() if k not in ("K_SINK", "K_CE_OVERRIDES", "K_CA_CERTS")

@@ -70,6 +70,9 @@ class FakeCloudEventsSink:
         self._lock = threading.Lock()
         self._behaviour = _Behaviour()
         self._seen = 0
+        #: requests being answered right now, and the most at once (the sender's concurrency)
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
         self.port = 0
@@ -87,11 +90,15 @@ class FakeCloudEventsSink:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                with sink._lock:
+                    sink.in_flight += 1
+                    sink.max_in_flight = max(sink.max_in_flight, sink.in_flight)
                 status, delay, retry_after, drop, body_size = sink._decide()
                 if delay:
                     time.sleep(delay)
                 raw = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in self.headers.items())
                 with sink._lock:
+                    sink.in_flight -= 1
                     sink.requests.append(
                         RecordedRequest(
                             method="POST",

@@ -19,6 +19,7 @@ from chaoslib import experiment_hash
 from jsonschema import Draft202012Validator
 
 from cloudevents_testkit import (
+    _in_order,
     ENV_CONFIG_VALUE,
     ENV_SECRET_VALUE,
     EXPERIMENTS,
@@ -628,6 +629,9 @@ def test_sigterm_during_an_activity(
     journal_path = tmp_path / "journal.json"
     settings = tmp_path / "settings.json"
     settings.write_text("{}")
+    # events in emission order (concurrency 1): the test reads the tail of the sequence
+    pinned = tmp_path / "sigterm-in-order.json"
+    pinned.write_text(json.dumps(_in_order(json.loads((EXPERIMENTS / "sigterm.json").read_text()))))
     proc = subprocess.Popen(
         [
             str(chaos_cli),
@@ -638,7 +642,7 @@ def test_sigterm_during_an_activity(
             "run",
             "--journal-path",
             str(journal_path),
-            str(EXPERIMENTS / "sigterm.json"),
+            str(pinned),
         ],
         cwd=tmp_path,
         env=env,
@@ -703,3 +707,19 @@ def test_control_file_enables_it_for_a_run(
     )
     assert run.returncode == 0
     assert len(run.events) == 24
+
+
+def test_the_default_concurrency_sends_every_event_the_start_first_and_the_end_last(
+    runs: Dict[str, ChaosRun], tmp_path: Path, chaos_cli: Path
+) -> None:
+    """As declared (no ``concurrency``: 4 at once), against a sink that takes 20 ms per event: the same
+    events as in order, several in flight at once, but the run's start first and its end last."""
+    with FakeCloudEventsSink() as sink:
+        sink.answer(delay=0.02)
+        run = run_chaos("passing.json", tmp_path, sink=sink, in_order=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    in_order = runs["passing.json"]
+    assert sorted(run.types()) == sorted(in_order.types())
+    assert run.types()[0] == "experiment.started" and run.types()[-1] == "experiment.finished"
+    assert 2 <= sink.max_in_flight <= 4, sink.max_in_flight
+    assert len({e["id"] for e in run.events}) == len(run.events), "each event once"

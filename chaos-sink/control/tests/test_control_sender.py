@@ -296,3 +296,70 @@ def test_per_activity_overhead_with_the_sink_down() -> None:
     handler.finish({})
     print(f"\nper-activity overhead with the sink down: {per_activity * 1e6:.0f} µs")
     assert per_activity < 0.005
+
+
+class OverlapTransport:
+    """Records what it sends and how many sends overlap (across every transport of one counter)."""
+
+    def __init__(self, counter: "Overlap") -> None:
+        self.counter = counter
+
+    def send(self, request: HttpRequest) -> SendOutcome:
+        self.counter.enter(request)
+        time.sleep(0.01)  # long enough for the other sender threads to take events meanwhile
+        self.counter.leave(request)
+        return SendOutcome(DELIVERED, "ok")
+
+    def close(self) -> None:
+        pass
+
+
+class Overlap:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+        self.started: List[str] = []
+        self.overlapped_barrier = False
+
+    def enter(self, request: HttpRequest) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.started.append(request.event_type)
+            if request.event_type.startswith("org.chaostoolkit.experiment.") and self.now > 1:
+                self.overlapped_barrier = True
+
+    def leave(self, request: HttpRequest) -> None:
+        with self.lock:
+            self.now -= 1
+            if request.event_type.startswith("org.chaostoolkit.experiment.") and self.now > 0:
+                self.overlapped_barrier = True
+
+
+def test_concurrent_senders_keep_the_runs_start_first_and_end_last() -> None:
+    middle = requests(20)
+    start = HttpRequest("s", "org.chaostoolkit.experiment.started", {}, b"{}")
+    end = HttpRequest("e", "org.chaostoolkit.experiment.finished", {}, b"{}")
+    counter = Overlap()
+    sender = Sender(OverlapTransport(counter), sink_label="x", policy=FAST, concurrency=4,
+                    transport_factory=lambda: OverlapTransport(counter))
+    for r in [start, *middle, end]:
+        sender.submit(r)
+    stats = sender.close(10)
+    assert stats.delivered == 22 and stats.lost == 0
+    assert counter.started[0] == "org.chaostoolkit.experiment.started"
+    assert counter.started[-1] == "org.chaostoolkit.experiment.finished"
+    assert not counter.overlapped_barrier, "the run's start and end go alone"
+    assert counter.most == 4, "up to `concurrency` events in flight"
+
+
+def test_concurrency_1_delivers_in_submission_order() -> None:
+    counter = Overlap()
+    reqs = requests(10)
+    sender = Sender(OverlapTransport(counter), sink_label="x", policy=FAST, concurrency=1,
+                    transport_factory=lambda: OverlapTransport(counter))
+    for r in reqs:
+        sender.submit(r)
+    assert sender.close(10).delivered == 10
+    assert counter.most == 1

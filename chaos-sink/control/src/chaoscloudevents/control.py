@@ -45,6 +45,7 @@ def configure_control(
     headers: Optional[Dict[str, str]] = None,
     max_output_length: int = DEFAULTS["max_output_length"],
     public_configuration_keys: Optional[List[str]] = None,
+    concurrency: int = DEFAULTS["concurrency"],
     experiment: Optional[Dict[str, Any]] = None,
     configuration: Optional[Dict[str, Any]] = None,
     secrets: Optional[Dict[str, Dict[str, Any]]] = None,
@@ -67,6 +68,8 @@ def configure_control(
     :param max_output_length: characters kept of an activity's output and of its exception.
     :param public_configuration_keys: configuration keys whose values may appear in events
         (every other configuration value and every secret is masked as ``***``).
+    :param concurrency: events in flight at once, one connection each (``1``: one at a time, in
+        order).
 
     ``experiment``, ``configuration``, ``secrets``, ``settings`` and ``event_registry`` are
     injected by Chaos Toolkit.
@@ -84,6 +87,7 @@ def configure_control(
                 headers=headers,
                 max_output_length=max_output_length,
                 public_configuration_keys=public_configuration_keys,
+                concurrency=concurrency,
             ),
             unknown=unknown,
             experiment=experiment or {},
@@ -160,18 +164,24 @@ def _configure(
         extensions=options.extensions,
         max_output_length=options.max_output_length,
     )
-    transport = HttpTransport(
-        options.sink_url,
-        timeout=options.timeout,
-        headers=options.headers,
-        ca_certs_pem=options.ca_certs_pem,
-        token_path=default_token_path(),
-    )
+    token_path = default_token_path()
+
+    def new_transport() -> HttpTransport:
+        return HttpTransport(
+            options.sink_url,  # type: ignore[arg-type]
+            timeout=options.timeout,
+            headers=options.headers,
+            ca_certs_pem=options.ca_certs_pem,
+            token_path=token_path,
+        )
+
     sender = Sender(
-        transport,
+        new_transport(),
         sink_label=sink_label,
         queue_size=options.queue_size,
         policy=RetryPolicy(max_retries=options.max_retries),
+        concurrency=options.concurrency,
+        transport_factory=new_transport,
     )
     hypothesis = experiment.get("steady-state-hypothesis") or {}
     handler = CloudEventsRunHandler(

@@ -29,6 +29,7 @@ DEFAULTS: Dict[str, Any] = {
     "max_retries": 4,
     "queue_size": 1000,
     "max_output_length": 2048,
+    "concurrency": 4,
 }
 
 
@@ -47,6 +48,7 @@ class ControlOptions:
         "max_retries",
         "queue_size",
         "max_output_length",
+        "concurrency",
         "extensions",
         "headers",
         "public_configuration_keys",
@@ -66,7 +68,9 @@ class ControlOptions:
         headers: Optional[Mapping[str, str]] = None,
         public_configuration_keys: Tuple[str, ...] = (),
         ca_certs_pem: Optional[str] = None,
+        concurrency: int = DEFAULTS["concurrency"],
     ) -> None:
+        self.concurrency = concurrency
         self.sink_url = sink_url
         self.mode = mode
         self.timeout = timeout
@@ -100,6 +104,7 @@ class ControlOptions:
         extensions: Optional[Mapping[str, Any]] = None,
         headers: Optional[Mapping[str, Any]] = None,
         public_configuration_keys: Optional[Sequence[str]] = None,
+        concurrency: Any = DEFAULTS["concurrency"],
     ) -> "ControlOptions":
         """Validate the control's arguments; Knative's ``K_SINK``, ``K_CE_OVERRIDES`` and
         ``K_CA_CERTS`` are read from ``environ``. Raises :class:`OptionError`."""
@@ -135,6 +140,7 @@ class ControlOptions:
                 "public_configuration_keys", public_configuration_keys or []
             ),
             ca_certs_pem=(environ.get("K_CA_CERTS") or None),
+            concurrency=int(_number("concurrency", concurrency, minimum=1, integer=True)),
         )
 
 

@@ -1,11 +1,19 @@
-"""Background delivery: a bounded queue drained by one daemon thread, with retries and backoff.
+"""Background delivery: a bounded queue drained by daemon threads, with retries and backoff.
 
 The experiment only ever pays for :meth:`Sender.submit` (append to a deque under a lock) and,
 once at the end of the run, for :meth:`Sender.close`, which waits at most ``flush_timeout``
 seconds (and not at all for a sink that refuses connections: after one refused attempt at the
-end, the rest of the queue is given up). Events are delivered one at a time in submission order,
-so a run's events reach the sink in the order Chaos Toolkit produced them; an event being
-retried holds back the next ones.
+end, the rest of the queue is given up).
+
+Up to ``concurrency`` events are in flight at once, each sender thread with its own connection
+(threads are started only while the queue is longer than the idle threads). A sink that answers
+an event once its backends have it (chaos-sink) takes the events of concurrent requests into one
+backend write, so the queue left at the end of a run drains several times faster than one
+request at a time. The run's ``experiment.started`` goes alone and first, its
+``experiment.finished`` alone and last; the events between them reach the sink in about, not
+exactly, the order Chaos Toolkit produced them, which the sink handles (a Knative Broker does not
+keep the order either). ``concurrency=1`` delivers every event one at a time in submission order,
+an event being retried holding back the next ones.
 
 The sender thread shares the interpreter lock with the experiment, so what it does per event
 is kept small (see ``transport.HttpTransport`` and ``bench/overhead.py``).
@@ -21,13 +29,21 @@ import random
 import threading
 import time
 from collections import deque
-from typing import Deque, Optional, Protocol
+from typing import Callable, Deque, List, Optional, Protocol
 
 from chaoscloudevents.transport import DELIVERED, REJECTED, HttpRequest, SendOutcome
 
 __all__ = ["RetryPolicy", "Sender", "SenderStats", "Transport"]
 
 logger = logging.getLogger("chaostoolkit.cloudevents")
+
+
+#: Event types delivered alone: the run's start before any other event, its end after all of them.
+_BARRIERS = ("org.chaostoolkit.experiment.started", "org.chaostoolkit.experiment.finished")
+
+
+def _is_barrier(request: HttpRequest) -> bool:
+    return request.event_type in _BARRIERS
 
 
 class Transport(Protocol):
@@ -118,18 +134,25 @@ class Sender:
         sink_label: str,
         queue_size: int = 1000,
         policy: RetryPolicy = RetryPolicy(),
+        concurrency: int = 1,
+        transport_factory: Optional[Callable[[], Transport]] = None,
     ) -> None:
         self._transport = transport
+        self._transport_factory = transport_factory
         self._sink = sink_label
         self._max = max(int(queue_size), 1)
         self._policy = policy
+        # more than one thread needs a connection each
+        self._concurrency = max(int(concurrency), 1) if transport_factory else 1
         self._queue: Deque[HttpRequest] = deque()
         self._cond = threading.Condition()
-        self._inflight = False
+        self._inflight = 0
+        self._barrier_inflight = False  # the run's start or end is in flight: nothing else goes
+        self._idle = 0  # sender threads waiting for an event
         self._closed = False
         self._closing = threading.Event()  # the run is over: flushing
         self._abandon = threading.Event()  # the flush window is over: give up
-        self._thread: Optional[threading.Thread] = None
+        self._threads: List[threading.Thread] = []
         self._warned = False
         self._drop_warned = False
         self._unreachable = False  # refused at the end of the run: give up on the queue
@@ -161,16 +184,24 @@ class Sender:
         return True
 
     def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="chaostoolkit-cloudevents-sender", daemon=True
-            )
-            self._thread.start()
+        """Starts a sender thread when the queue is longer than the idle ones can take (called
+        with the lock held)."""
+        if len(self._threads) >= self._concurrency or len(self._queue) <= self._idle:
+            return
+        transport = self._transport if not self._threads else self._transport_factory()  # type: ignore[misc]
+        thread = threading.Thread(
+            target=self._run,
+            args=(transport,),
+            name=f"chaostoolkit-cloudevents-sender-{len(self._threads)}",
+            daemon=True,
+        )
+        self._threads.append(thread)
+        thread.start()
 
     def pending(self) -> int:
         """Events queued or in flight."""
         with self._cond:
-            return len(self._queue) + (1 if self._inflight else 0)
+            return len(self._queue) + self._inflight
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued event was handled, at most ``timeout`` seconds."""
@@ -201,7 +232,7 @@ class Sender:
             if not flushed:
                 self.stats.dropped += len(self._queue)
                 self._queue.clear()
-            final = self.stats.copy(unconfirmed=1 if self._inflight else 0)
+            final = self.stats.copy(unconfirmed=self._inflight)
             self._final = final
             self._cond.notify_all()
         if final.lost:
@@ -222,44 +253,62 @@ class Sender:
         return final
 
     # ---- consumer side (the sender thread) --------------------------------------------------
-    def _run(self) -> None:
+    def _can_take(self) -> bool:
+        """The head of the queue may go now: nothing goes while the run's start or end is in
+        flight, and those two go only when nothing else is."""
+        if self._barrier_inflight:
+            return False
+        return not (_is_barrier(self._queue[0]) and self._inflight > 0)
+
+    def _run(self, transport: Transport) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                self._idle += 1
+                while True:
+                    if self._unreachable and self._queue:
+                        # the run is over and nothing listens at the sink's address: the rest
+                        # of the queue would be refused too, one connection attempt each
+                        self.stats.failed += len(self._queue)
+                        self._queue.clear()
+                        self._cond.notify_all()
+                    if self._queue and self._can_take():
+                        break
+                    if self._closed and not self._queue:
+                        break
                     self._cond.wait()
-                if self._unreachable:
-                    # the run is over and nothing listens at the sink's address: the rest of
-                    # the queue would be refused too, one connection attempt each
-                    self.stats.failed += len(self._queue)
-                    self._queue.clear()
-                    self._cond.notify_all()
+                self._idle -= 1
                 if not self._queue:
                     break
                 request = self._queue.popleft()
-                self._inflight = True
+                barrier = _is_barrier(request)
+                self._inflight += 1
+                self._barrier_inflight = barrier
             try:
-                self._deliver(request)
+                self._deliver(transport, request)
             except Exception:  # a bug here must not kill the thread silently or block flush
-                self.stats.failed += 1
+                with self._cond:
+                    self.stats.failed += 1
                 logger.debug(
                     "CloudEvents sender failed on event %s", request.event_id, exc_info=True
                 )
             finally:
                 with self._cond:
-                    self._inflight = False
+                    self._inflight -= 1
+                    if barrier:
+                        self._barrier_inflight = False
                     self._cond.notify_all()
-        self._transport.close()
+        transport.close()
 
-    def _deliver(self, request: HttpRequest) -> None:
+    def _deliver(self, transport: Transport, request: HttpRequest) -> None:
         attempt = 0
         while True:
-            outcome = self._transport.send(request)
+            outcome = transport.send(request)
             if outcome.result == DELIVERED:
-                self.stats.delivered += 1
+                self._count("delivered")
                 return
             self._warn_once(request, outcome)
             if outcome.result == REJECTED:
-                self.stats.failed += 1
+                self._count("failed")
                 return
             if (
                 attempt >= self._policy.max_retries
@@ -268,15 +317,19 @@ class Sender:
                 # in time: do not spend the flush window on it (timeouts and 5xx are retried)
                 or (outcome.unreachable and self._closing.is_set())
             ):
-                self.stats.failed += 1
+                self._count("failed")
                 if outcome.unreachable and self._closing.is_set():
                     self._unreachable = True
                 return
             attempt += 1
-            self.stats.retried += 1
+            self._count("retried")
             if self._pause(self._policy.delay(attempt - 1, outcome.retry_after)):
-                self.stats.failed += 1
+                self._count("failed")
                 return
+
+    def _count(self, counter: str) -> None:
+        with self._cond:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
 
     def _pause(self, delay: float) -> bool:
         """Wait before a retry; True when the flush window ran out meanwhile.
@@ -290,7 +343,9 @@ class Sender:
         return self._abandon.is_set()
 
     def _warn_once(self, request: HttpRequest, outcome: SendOutcome) -> None:
-        if self._warned:
+        with self._cond:
+            first, self._warned = not self._warned, True
+        if not first:
             logger.debug(
                 "CloudEvents: %s %s to %s: %s",
                 request.event_type,
@@ -299,7 +354,6 @@ class Sender:
                 outcome.detail,
             )
             return
-        self._warned = True
         what = (
             "rejected"
             if outcome.result == REJECTED
