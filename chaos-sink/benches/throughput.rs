@@ -26,7 +26,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{FakeGrafana, Sink, as_run, influx_db, pushgateway_wipe, run_events};
+use common::{
+    FakeGrafana, Sink, as_run, exported_spans, hex, influx_db, influx_query, pushgateway_groups,
+    pushgateway_wipe, run_events,
+};
 use serde_json::{Value, json};
 use shared::testkit::ScriptedSink;
 use std::sync::Arc;
@@ -245,6 +248,137 @@ async fn backend_batches(sink: &Sink) -> std::collections::BTreeMap<String, (f64
     out
 }
 
+/// What a scenario's runs must have left in each backend, read back after the replay (a bench that
+/// lost events measured nothing). Grafana and the OTLP collector are in-process FAKES.
+struct Expected {
+    tag: String,
+    runs: usize,
+    activities: usize,
+    spans_per_run: usize,
+}
+
+impl Expected {
+    fn of(template: &[Value], runs: usize, tag: &str) -> Self {
+        let count = |suffix: &str| {
+            template
+                .iter()
+                .filter(|e| e["type"].as_str().is_some_and(|t| t.ends_with(suffix)))
+                .count()
+        };
+        Self {
+            tag: tag.to_owned(),
+            runs,
+            activities: count("activity.finished"),
+            // A span per `*.finished` event: experiment, hypotheses, method, rollbacks, activities.
+            spans_per_run: count(".finished"),
+        }
+    }
+
+    fn is_ours(&self, run_id: &str) -> bool {
+        run_id.get(9..13) == Some(self.tag.as_str())
+    }
+
+    async fn influxdb(&self, url: &str, db: &str) {
+        let count = |measurement: &str, field: &str| {
+            format!(
+                "SELECT count(\"{field}\") FROM \"{measurement}\" WHERE run_id =~ /^[0-9a-f]{{8}}-{}-/",
+                self.tag
+            )
+        };
+        let n = |rows: Vec<std::collections::BTreeMap<String, Value>>| {
+            rows.first()
+                .and_then(|r| r.get("count"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize
+        };
+        let runs = n(influx_query(url, db, &count("chaos_toolkit.experiments", "status")).await);
+        let activities =
+            n(influx_query(url, db, &count("chaos_toolkit.activities", "duration")).await);
+        assert_eq!(runs, self.runs, "InfluxDB: run points with an outcome");
+        assert_eq!(
+            activities,
+            self.runs * self.activities,
+            "InfluxDB: activity points"
+        );
+    }
+
+    fn grafana(&self, grafana: &FakeGrafana) {
+        let ours: Vec<_> = grafana
+            .annotations()
+            .into_iter()
+            .filter(|a| {
+                a.tags()
+                    .iter()
+                    .any(|t| t.strip_prefix("run:").is_some_and(|r| self.is_ours(r)))
+            })
+            .collect();
+        let regions = ours
+            .iter()
+            .filter(|a| {
+                a.has_tag("experiment") && a.tags().iter().any(|t| t.starts_with("status:"))
+            })
+            .count();
+        let activities = ours.iter().filter(|a| a.has_tag("activity")).count();
+        assert_eq!(regions, self.runs, "Grafana FAKE: closed run regions");
+        assert_eq!(
+            activities,
+            self.runs * self.activities,
+            "Grafana FAKE: activity annotations"
+        );
+        assert!(
+            grafana.violations().is_empty(),
+            "{:?}",
+            grafana.violations()
+        );
+    }
+
+    fn otlp(&self, collector: &ScriptedSink) {
+        let spans = exported_spans(collector)
+            .into_iter()
+            .filter(|(_, s)| hex(&s.trace_id).get(8..12) == Some(self.tag.as_str()))
+            .count();
+        assert_eq!(
+            spans,
+            self.runs * self.spans_per_run,
+            "OTLP FAKE collector: spans"
+        );
+    }
+
+    /// Every run finished on the Pushgateway: with `delete_after`, its group was deleted (only a
+    /// finished run's group is); without, its group holds in-progress 0.
+    async fn pushgateway(&self, url: &str, deletes_before: f64, delete_after: usize) {
+        let deadline = Instant::now() + Duration::from_secs(delete_after as u64 + 15);
+        loop {
+            let done = if delete_after > 0 {
+                (pushgateway_requests(url).await.1 - deletes_before) as usize
+            } else {
+                pushgateway_groups(url)
+                    .await
+                    .iter()
+                    .filter(|g| {
+                        g["labels"]["chaostoolkit_run_trace_id"]
+                            .as_str()
+                            .is_some_and(|r| self.is_ours(r))
+                            && common::pg_samples(g, "chaostoolkit_inprogress_experiment")
+                                .first()
+                                .is_some_and(|(_, v)| v == "0")
+                    })
+                    .count()
+            };
+            if done >= self.runs {
+                assert_eq!(done, self.runs, "Pushgateway: finished runs (deleted groups)");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Pushgateway: {done} of {} runs finished",
+                self.runs
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -309,17 +443,17 @@ async fn run() {
         let otlp_cfg = format!("tracing:\n  endpoint: {}\n", collector.url);
 
         let mut scenarios: Vec<(&str, String)> = Vec::new();
-        let influx_cfg = match &influx {
-            Some(u) => {
-                let db = influx_db(u, "bench").await;
-                Some(format!("influxdb:\n  url: {u}\n  database: {db}\n"))
-            }
+        let influx_db_of = match &influx {
+            Some(u) => Some((u.clone(), influx_db(u, "bench").await)),
             None => None,
         };
+        let influx_cfg = influx_db_of
+            .as_ref()
+            .map(|(u, db)| format!("influxdb:\n  url: {u}\n  database: {db}\n"));
+        let delete_after = env_usize("BENCH_PG_DELETE_AFTER", 1);
         let pgw_cfg = pgw.as_ref().map(|u| {
             format!(
-                "pushgateway:\n  pushgateway_url: {u}\n  job: chaos_bench\n  delete_after: {}\n",
-                env_usize("BENCH_PG_DELETE_AFTER", 1)
+                "pushgateway:\n  pushgateway_url: {u}\n  job: chaos_bench\n  delete_after: {delete_after}\n"
             )
         });
         match (&influx_cfg, &pgw_cfg) {
@@ -377,11 +511,12 @@ async fn run() {
             // Warm-up: connections, caches.
             let warm = workload(&template, 8, &format!("{:04x}", 0xf000 + 16 * pi + i));
             replay(&sink, &warm, 8).await;
-            let work = workload(
-                &template,
-                profile.runs,
-                &format!("{:04x}", 0xa000 + 16 * pi + i),
-            );
+            if pgw.is_some() && yaml.contains("pushgateway:") && delete_after > 0 {
+                // The warm-up's groups go first, so the deletes counted below are the workload's.
+                tokio::time::sleep(Duration::from_secs(delete_after as u64 + 2)).await;
+            }
+            let tag = format!("{:04x}", 0xa000 + 16 * pi + i);
+            let work = workload(&template, profile.runs, &tag);
             let before = backend_batches(&sink).await;
             let pg_before = match &pgw {
                 Some(u) => pushgateway_requests(u).await,
@@ -421,6 +556,25 @@ async fn run() {
                 ));
             }
             println!("{detail}");
+            assert_eq!(f.errors, 0, "{name}: requests not answered 202");
+            let expected = Expected::of(&template, profile.runs, &tag);
+            if yaml.contains("influxdb:")
+                && let Some((u, db)) = &influx_db_of
+            {
+                expected.influxdb(u, db).await;
+            }
+            if yaml.contains("grafana:") {
+                expected.grafana(&grafana);
+            }
+            if yaml.contains("tracing:") {
+                expected.otlp(&collector);
+            }
+            if yaml.contains("pushgateway:")
+                && let Some(u) = &pgw
+            {
+                expected.pushgateway(u, pg_before.1, delete_after).await;
+            }
+            println!("    read back: every backend of the scenario holds every run (asserted)");
             sink.stop().await;
         }
         grafana.stop().await;
