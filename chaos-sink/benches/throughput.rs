@@ -366,7 +366,10 @@ impl Expected {
                     .count()
             };
             if done >= self.runs {
-                assert_eq!(done, self.runs, "Pushgateway: finished runs (deleted groups)");
+                assert_eq!(
+                    done, self.runs,
+                    "Pushgateway: finished runs (deleted groups)"
+                );
                 return;
             }
             assert!(

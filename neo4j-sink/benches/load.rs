@@ -1,23 +1,34 @@
-//! Load benchmark (not a test): 20,000 CTS events from 32 concurrent senders into the Bolt server of
-//! the test stack (ArcadeDB), three ways, each into a fresh database:
+//! Load benchmark (not a test): CTS events from concurrent senders into the Bolt server of the test stack
+//! (ArcadeDB), three ways, each phase into a fresh database checked for every ACTION (asserted):
 //!
-//! (a) the `neo4j-sink` binary (group commit), a separate process whose RSS is sampled;
+//! (a) the `neo4j-sink` binary (group commit), a separate process whose RSS and CPU are sampled;
 //! (b) a baseline doing what the original sink did: one transaction per event with the original's
 //!     11-MERGE statement, one at a time (a single writer), no index, same senders, same HTTP
-//!     scaffold; (b') the same with indexes on its MERGE keys (what group commit alone is worth);
+//!     scaffold;
 //! (c) the raw database rate: the sink's own UNWIND statements issued directly with neo4rs, no
-//!     HTTP, one writer, in batches of 32 (the most the sink can gather from 32 senders), and, for
-//!     information, in batches of 500.
+//!     HTTP, one writer, in batches of as many events as there are senders (the most the sink can
+//!     gather from them).
+//!
+//! For each sender count of `BENCH_SENDERS` (default `32,128,256`), a warm-up and then `BENCH_ROUNDS`
+//! rounds (default 5) of the three phases in a rotated order ((a)(b)(c), (b)(c)(a), ...), so a
+//! machine getting busier does not always hit the same phase. Per round: each phase's rate, the
+//! ratios (a)/(b) and (a)/(c), and the CPU seconds per event of the database process (found by its
+//! listening port) and of the writer (the sink process for (a); this process, writer and load
+//! generator, for (b) and (c)), from `/proc/<pid>/stat`. Then the median and min-max of the
+//! per-round figures against the targets ((a) >= 5x (b) at 128 senders and more, >= 4x at 32;
+//! (a) >= 85% of (c)).
 //!
 //! Run (with the stack's `TEST_BOLT_*` and `TEST_ARCADEDB_HTTP` variables set, see the README):
-//! `cargo bench -p neo4j-sink --bench load` (`BENCH_EVENTS`, `BENCH_SENDERS` to change the load,
-//! `BENCH_QUICK=1` to leave out (b') and (c'); `NEO4J_*` variables reach the sink binary).
+//! `cargo bench -p neo4j-sink --bench load` (`BENCH_EVENTS`, default 10,000 per phase;
+//! `BENCH_EXTRA=1` adds (b') the original with indexes on its MERGE keys and (c') raw batches of 500;
+//! `NEO4J_*` variables reach the sink binary).
 //!
 //! `BENCH_REPLICAS=N` (N >= 2) runs the scale-out comparison instead: the same load into one sink
 //! process and into N sink processes on one database, both behind the same round-robin load balancer
-//! (`shared::testkit::balancer`, standing in for Knative's), `BENCH_ROUNDS` rounds (default 3), each
-//! database checked for every ACTION; it prints every round's ratio N replicas / 1 replica (target >= 90%)
-//! and the transactions the replicas retried after a transient error.
+//! (`shared::testkit::balancer`, standing in for Knative's), `BENCH_ROUNDS` rounds (default 3), the
+//! first `BENCH_SENDERS` value as the senders, each database checked for every ACTION; it prints every
+//! round's ratio N replicas / 1 replica (target >= 90%) and the transactions the replicas retried after
+//! a transient error.
 
 use neo4j_sink::cypher::{ORIGINAL_MERGE, batch_queries};
 use neo4j_sink::db::Db;
@@ -227,15 +238,81 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// (a) The real binary, group commit.
-async fn run_sink(env: &Env, db: &str, events: Arc<Vec<Event>>, senders: usize) -> (Load, u64) {
-    let (load, rss, _) = run_sinks(env, db, events, senders, 1, false).await;
-    (load, rss)
+/// (a) The real binary, group commit: the load, the sink's peak RSS (KiB) and its CPU ticks during
+/// the load.
+async fn run_sink(
+    env: &Env,
+    db: &str,
+    events: Arc<Vec<Event>>,
+    senders: usize,
+) -> (Load, u64, u64) {
+    let (load, rss, _, cpu) = run_sinks(env, db, events, senders, 1, false).await;
+    (load, rss, cpu)
+}
+
+/// CPU ticks (user + system, `/proc/<pid>/stat` fields 14 and 15) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name (field 2) may hold spaces: count from the closing parenthesis.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After ")" field 3 is index 0: utime (14) is index 11, stime (15) index 12.
+    get(11) + get(12)
+}
+
+/// Clock ticks per second of `/proc/*/stat` (USER_HZ: 100 on Linux x86_64 and arm64).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// The process listening on TCP `port` on this machine (the database server), from `/proc/net/tcp*`
+/// and the processes' socket descriptors.
+fn pid_listening_on(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && f.get(3) == Some(&"0A") {
+                inodes.extend(f.get(9).map(|i| format!("socket:[{i}]")));
+            }
+        }
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && inodes.iter().any(|i| target.to_string_lossy() == *i)
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
 }
 
 /// `replicas` sink processes on database `db`, reached directly (one, `balanced` false) or through a
-/// round-robin balancer; returns the load, the first process's peak RSS and the sum of the replicas'
-/// `neo4j_sink_transient_retries_total`.
+/// round-robin balancer; returns the load, the first process's peak RSS, the sum of the replicas'
+/// `neo4j_sink_transient_retries_total` and the first process's CPU ticks during the load.
 async fn run_sinks(
     env: &Env,
     db: &str,
@@ -243,7 +320,7 @@ async fn run_sinks(
     senders: usize,
     replicas: usize,
     balanced: bool,
-) -> (Load, u64, f64) {
+) -> (Load, u64, f64, u64) {
     let mut children = Vec::new();
     for _ in 0..replicas {
         children.push(start_sink(env, db).await);
@@ -267,7 +344,9 @@ async fn run_sinks(
             }
         })
     };
+    let cpu_before = cpu_ticks(pid);
     let result = load(&target, events, senders).await;
+    let cpu = cpu_ticks(pid).saturating_sub(cpu_before);
     done.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     let hwm = rss_kib(pid, "VmHWM:").max(peak.load(Ordering::Relaxed));
@@ -303,7 +382,7 @@ async fn run_sinks(
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     }
-    (result, hwm, retried)
+    (result, hwm, retried, cpu)
 }
 
 /// One sink process on database `db`, ready; with its URL.
@@ -354,7 +433,7 @@ async fn replicas_comparison(env: &Env, count: usize, senders: usize, n: usize, 
             let db = format!("bench_r{replicas}_{round}_{tag}");
             env.create_db(&db).await;
             let prefix = format!("r{replicas}x{round}");
-            let (l, _, _) = run_sinks(
+            let (l, _, _, _) = run_sinks(
                 env,
                 &db,
                 Arc::new(events(&prefix, count)),
@@ -546,13 +625,14 @@ fn main() {
     let count: usize = std::env::var("BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let senders: usize = std::env::var("BENCH_SENDERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
-    // BENCH_QUICK=1 leaves out the informational runs (b') and (c').
-    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
+        .unwrap_or(10_000);
+    let sweep: Vec<usize> = std::env::var("BENCH_SENDERS")
+        .unwrap_or_else(|_| "32,128,256".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    // BENCH_EXTRA=1 adds the informational phases (b') and (c') to every round.
+    let extra = std::env::var("BENCH_EXTRA").is_ok_and(|v| v == "1");
     let replicas: usize = std::env::var("BENCH_REPLICAS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -560,7 +640,7 @@ fn main() {
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(if replicas >= 2 { 3 } else { 5 })
         .max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -568,58 +648,182 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async move {
         if replicas >= 2 {
+            let senders = sweep.first().copied().unwrap_or(48);
             replicas_comparison(&env, count, senders, replicas, rounds).await;
             return;
         }
         let _ = SinkMetrics::new(&prometheus::Registry::new());
-        let tag = std::process::id();
-        let dbs = [
-            format!("bench_warm_{tag}"),
-            format!("bench_sink_{tag}"),
-            format!("bench_base_{tag}"),
-            format!("bench_raw_{tag}"),
-            format!("bench_raw500_{tag}"),
-            format!("bench_base_indexed_{tag}"),
-        ];
-        for db in &dbs {
-            env.create_db(db).await;
-        }
-        println!("{count} CTS events, {senders} concurrent senders, server {}", env.bolt);
-        // Warm the server's JIT up, so the first measured phase is not penalised.
-        let _ = run_raw(&env, &dbs[0], &events("warm", 2000), senders).await;
-
-        // (c) right before (a): the two measured closest in time, the machine as alike as can be.
-        let c = run_raw(&env, &dbs[3], &events("c", count), senders).await;
-        report(&format!("(c) raw UNWIND via neo4rs, batches of {senders}"), &c);
-        let a = {
-            let (l, rss) = run_sink(&env, &dbs[1], Arc::new(events("a", count)), senders).await;
-            report("(a) neo4j-sink, group commit", &l);
-            println!("    sink peak RSS: {:.1} MB", rss as f64 / 1024.0);
-            (l, rss)
-        };
-        let b = run_baseline(&env, &dbs[2], Arc::new(events("b", count)), senders, false).await;
-        report("(b) original: 11-MERGE, 1 tx/event, no index", &b);
-        let mut b_indexed_rate = f64::NAN;
-        if !quick {
-            let b_indexed =
-                run_baseline(&env, &dbs[5], Arc::new(events("e", count)), senders, true).await;
-            report("(b') the same with indexes on its MERGE keys", &b_indexed);
-            b_indexed_rate = b_indexed.rate();
-            let c500 = run_raw(&env, &dbs[4], &events("d", count), 500).await;
-            report("(c') raw UNWIND via neo4rs, batches of 500", &c500);
-        }
-
-        let actions = env.count(&dbs[1], "MATCH (a:ACTION) RETURN count(a) AS c").await;
-        println!("    sink database holds {actions} ACTION nodes (expected {count})");
+        let db_pid = env
+            .bolt
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+            .and_then(pid_listening_on);
         println!(
-            "ratios: (a)/(b) = {:.1}x (target >= 5x), (a)/(b') = {:.1}x, (a)/(c) = {:.0}% (target >= 70%), peak RSS {:.1} MB (target < 60 MB)",
-            a.0.rate() / b.rate(),
-            a.0.rate() / b_indexed_rate,
-            100.0 * a.0.rate() / c.rate(),
-            a.1 as f64 / 1024.0
+            "{count} CTS events per phase, senders {sweep:?}, {rounds} rounds (phases rotated) after a warm-up, server {} (pid {}), load {}",
+            env.bolt,
+            db_pid.map_or("not found: no database CPU".into(), |p| p.to_string()),
+            loadavg()
         );
-        for db in &dbs {
-            env.drop_db(db).await;
+        let warm = format!("bench_warm_{}", std::process::id());
+        env.create_db(&warm).await;
+        let _ = run_raw(&env, &warm, &events("warm", 2000), 128).await;
+        env.drop_db(&warm).await;
+        let mut summary = Vec::new();
+        for &senders in &sweep {
+            summary.push(sweep_point(&env, count, senders, rounds, extra, db_pid).await);
+        }
+        println!("\nsummary (median of the per-round figures, min-max, {rounds} rounds each; load {}):", loadavg());
+        for line in summary {
+            println!("{line}");
         }
     });
+}
+
+/// One phase of a round: its load, and CPU seconds per event of the database and of the writer.
+struct Phase {
+    rate: f64,
+    db_us: f64,
+    writer_us: f64,
+}
+
+fn median_range(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// (a), (b), (c) at `senders`, `rounds` times in a rotated order, each phase into a fresh database
+/// checked for every ACTION; returns the summary line.
+async fn sweep_point(
+    env: &Env,
+    count: usize,
+    senders: usize,
+    rounds: usize,
+    extra: bool,
+    db_pid: Option<u32>,
+) -> String {
+    println!("\n{senders} senders");
+    let names = ["a", "b", "c", "b'", "c'"];
+    let phases = if extra { 5 } else { 3 };
+    let mut results: Vec<Vec<Phase>> = (0..phases).map(|_| Vec::new()).collect();
+    let mut ab = Vec::new();
+    let mut ac = Vec::new();
+    let mut rss = Vec::new();
+    for round in 0..rounds {
+        let mut rates = [0.0f64; 5];
+        for k in 0..phases {
+            let phase = (k + round) % phases;
+            let db = format!(
+                "bench_{}{}_{senders}_{round}_{}",
+                ["a", "b", "c", "bi", "c500"][phase],
+                phase,
+                std::process::id()
+            );
+            env.create_db(&db).await;
+            let prefix = format!("p{phase}s{senders}r{round}");
+            let db_before = db_pid.map_or(0, cpu_ticks);
+            let self_before = cpu_ticks(std::process::id());
+            let (label, load, writer_ticks) = match phase {
+                0 => {
+                    let (l, peak, cpu) =
+                        run_sink(env, &db, Arc::new(events(&prefix, count)), senders).await;
+                    rss.push(peak as f64 / 1024.0);
+                    ("(a) neo4j-sink, group commit", l, cpu)
+                }
+                1 => {
+                    let l =
+                        run_baseline(env, &db, Arc::new(events(&prefix, count)), senders, false)
+                            .await;
+                    ("(b) original: 11-MERGE, 1 tx/event, no index", l, u64::MAX)
+                }
+                2 => {
+                    let l = run_raw(env, &db, &events(&prefix, count), senders).await;
+                    ("(c) raw UNWIND via neo4rs, batches of senders", l, u64::MAX)
+                }
+                3 => {
+                    let l = run_baseline(env, &db, Arc::new(events(&prefix, count)), senders, true)
+                        .await;
+                    ("(b') the original with indexes", l, u64::MAX)
+                }
+                _ => {
+                    let l = run_raw(env, &db, &events(&prefix, count), 500).await;
+                    ("(c') raw UNWIND, batches of 500", l, u64::MAX)
+                }
+            };
+            let db_ticks = db_pid.map_or(0, cpu_ticks).saturating_sub(db_before);
+            // (b), (c): the writer runs in this process, with the load generator.
+            let writer_ticks = if writer_ticks == u64::MAX {
+                cpu_ticks(std::process::id()).saturating_sub(self_before)
+            } else {
+                writer_ticks
+            };
+            let actions = env
+                .count(&db, "MATCH (a:ACTION) RETURN count(a) AS c")
+                .await;
+            assert_eq!(
+                actions, count as i64,
+                "{label}: every event once in the graph"
+            );
+            env.drop_db(&db).await;
+            let per_event = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / count as f64 * 1e6;
+            report(&format!("round {} {label}", round + 1), &load);
+            println!(
+                "    database CPU {:.0} us/event, writer CPU {:.0} us/event{}",
+                per_event(db_ticks),
+                per_event(writer_ticks),
+                if phase == 0 {
+                    " (the sink process)"
+                } else {
+                    " (this process: writer and load generator)"
+                }
+            );
+            rates[phase] = load.rate();
+            results[phase].push(Phase {
+                rate: load.rate(),
+                db_us: per_event(db_ticks),
+                writer_us: per_event(writer_ticks),
+            });
+        }
+        ab.push(rates[0] / rates[1]);
+        ac.push(rates[0] / rates[2]);
+        println!(
+            "    round {}: (a)/(b) = {:.1}x, (a)/(c) = {:.0}%, load {}",
+            round + 1,
+            rates[0] / rates[1],
+            100.0 * rates[0] / rates[2],
+            loadavg()
+        );
+    }
+    let mut line = String::new();
+    let (m, lo, hi) = median_range(ab);
+    let target_ab = if senders >= 128 { 5.0 } else { 4.0 };
+    line.push_str(&format!(
+        "{senders:>4} senders: (a)/(b) {m:.1}x ({lo:.1}-{hi:.1}; target >= {target_ab:.0}x: {})",
+        if m >= target_ab { "met" } else { "not met" }
+    ));
+    let (m, lo, hi) = median_range(ac);
+    line.push_str(&format!(
+        ", (a)/(c) {:.0}% ({:.0}-{:.0}; target >= 85%: {})",
+        m * 100.0,
+        lo * 100.0,
+        hi * 100.0,
+        if m >= 0.85 { "met" } else { "not met" }
+    ));
+    for (phase, r) in results.iter().enumerate() {
+        if r.is_empty() {
+            continue;
+        }
+        let (rate, _, _) = median_range(r.iter().map(|p| p.rate).collect());
+        let (db, _, _) = median_range(r.iter().map(|p| p.db_us).collect());
+        let (w, _, _) = median_range(r.iter().map(|p| p.writer_us).collect());
+        line.push_str(&format!(
+            "\n      ({}) {rate:.0} events/s, database {db:.0} us/event, writer {w:.0} us/event",
+            names[phase]
+        ));
+    }
+    let (m, lo, hi) = median_range(rss);
+    line.push_str(&format!(
+        "\n      (a) sink peak RSS {m:.1} MB ({lo:.1}-{hi:.1})"
+    ));
+    line
 }
