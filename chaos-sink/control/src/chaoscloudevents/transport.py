@@ -15,6 +15,7 @@ does: 2xx delivered; connection errors, timeouts, 404, 408, 409, 425, 429 and 5x
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import errno
 import json
@@ -103,6 +104,7 @@ def _json_bytes(value: object) -> bytes:
     return _JSON.encode(value).encode("utf-8")
 
 
+@functools.lru_cache(maxsize=64)
 def run_traceparent(run_id: str) -> Optional[str]:
     """The W3C ``traceparent`` of a run's events: trace id = the run id (a UUID, as chaos-sink's OTLP
     backend makes the run's trace), parent = the run's root span (``experiment``), whose id chaos-sink
