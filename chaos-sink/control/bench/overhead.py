@@ -94,7 +94,10 @@ def experiment(activities: int, controls: List[Dict[str, Any]]) -> Dict[str, Any
 
 
 def cloudevents_control(
-    sink_url: str, module: str = "chaoscloudevents.control", automatic: bool = False
+    sink_url: str,
+    module: str = "chaoscloudevents.control",
+    automatic: bool = False,
+    concurrency: Optional[int] = None,
 ) -> Dict[str, Any]:
     """The control's declaration as the README recommends it: ``automatic: false`` (it has no
     per-activity hooks, so Chaos Toolkit need not look them up around every activity)."""
@@ -106,6 +109,8 @@ def cloudevents_control(
             "arguments": {"sink_url": sink_url},
         },
     }
+    if concurrency is not None:
+        control["provider"]["arguments"]["concurrency"] = concurrency
     if not automatic:
         control["automatic"] = False
     return control
@@ -588,6 +593,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             sink_proc = ChaosSinkProcess(sink_binary, work, influx_url, pushgateway_url)
             scenarios.append(Scenario("chaos-sink", f"cloudevents -> chaos-sink ({sink_binary.parent.name})",
                                       write("chaos-sink", [cloudevents_control(sink_proc.url)]), check_chaos_sink))
+            # the same control sending one event at a time, and two: what the default concurrency buys
+            for c in (1, 2):
+                scenarios.append(Scenario(
+                    f"chaos-sink-c{c}", f"cloudevents (concurrency {c}) -> chaos-sink",
+                    write(f"chaos-sink-c{c}", [cloudevents_control(sink_proc.url, concurrency=c)]),
+                    check_chaos_sink,
+                ))
         scenarios.append(Scenario("legacy", "chaosdb influx + prometheus",
                                   write("legacy", legacy_controls(pushgateway_url), influx_configuration(influx_url)),
                                   check_legacy))
