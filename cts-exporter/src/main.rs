@@ -11,7 +11,17 @@ fn main() -> ExitCode {
         Ok(flags) => flags,
         Err(code) => return code,
     };
-    let _telemetry = match shared::telemetry::init("cts-exporter") {
+    // Printing events (`CTS_X_PNP=false`), standard output is the data: the logs go to standard error.
+    let printing = std::env::var("CTS_X_PNP")
+        .ok()
+        .and_then(|v| cts_exporter::clouds::parse_bool(&v))
+        == Some(false);
+    let logs = if printing {
+        shared::telemetry::LogOutput::Stderr
+    } else {
+        shared::telemetry::LogOutput::Stdout
+    };
+    let _telemetry = match shared::telemetry::init_with("cts-exporter", logs) {
         Ok(guard) => guard,
         Err(e) => return CLI.config_error(&e),
     };

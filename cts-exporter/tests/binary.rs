@@ -249,9 +249,9 @@ async fn stdout_mode_prints_one_json_event_per_line() {
     let out = tokio::task::spawn_blocking({
         let dir = dir.path().to_owned();
         move || {
+            // Logs on (as a user runs it): they go to stderr, stdout carries the events only.
             let mut cmd = exporter(&dir, &vars, &["--once"]);
-            // Logs and events share stdout: with RUST_LOG=off the stream is events only.
-            cmd.env("RUST_LOG", "off");
+            cmd.env("RUST_LOG", "info");
             run(cmd)
         }
     })
@@ -267,6 +267,11 @@ async fn stdout_mode_prints_one_json_event_per_line() {
         .collect();
     let truth = sim.traces_between(anchor - 60_000, anchor, now_ms());
     assert_eq!(unique_ids(&events), ids(&truth));
+    let logs = text(&out.stderr);
+    assert!(
+        logs.contains("cts-exporter starting"),
+        "the logs are on stderr: {logs}"
+    );
     for e in &events {
         assert_event_matches(&sim, e, otc_sim::ApiVersion::V3);
     }

@@ -90,9 +90,23 @@ fn otlp_configured() -> bool {
     .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
 }
 
-/// Installs the global subscriber and propagator for a service. Call once, early in `main`
-/// (before or inside the Tokio runtime), and keep the guard until exit.
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// Standard output (the services' default: a container's log stream).
+    Stdout,
+    /// Standard error: for a process whose standard output carries data (the exporter printing events).
+    Stderr,
+}
+
+/// Installs the global subscriber and propagator for a service, logging to standard output. Call once,
+/// early in `main` (before or inside the Tokio runtime), and keep the guard until exit.
 pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
+    init_with(service_name, LogOutput::Stdout)
+}
+
+/// [`init`] with the log lines on `output`.
+pub fn init_with(service_name: &str, output: LogOutput) -> Result<TelemetryGuard, TelemetryError> {
     let format = LogFormat::from_env()?;
     let filter = match std::env::var("RUST_LOG") {
         Ok(s) if !s.trim().is_empty() => {
@@ -121,12 +135,24 @@ pub fn init(service_name: &str) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_tracer_provider(provider.clone());
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let result = match format {
+    let result = match (format, output) {
         // Colours only on a terminal: log files and collectors get plain text.
-        LogFormat::Text => registry
+        (LogFormat::Text, LogOutput::Stdout) => registry
             .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
             .try_init(),
-        LogFormat::Json => registry.with(json_layer(std::io::stdout)).try_init(),
+        (LogFormat::Text, LogOutput::Stderr) => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .try_init(),
+        (LogFormat::Json, LogOutput::Stdout) => {
+            registry.with(json_layer(std::io::stdout)).try_init()
+        }
+        (LogFormat::Json, LogOutput::Stderr) => {
+            registry.with(json_layer(std::io::stderr)).try_init()
+        }
     };
     result.map_err(|e| TelemetryError::AlreadyInit(e.to_string()))?;
     Ok(TelemetryGuard {
