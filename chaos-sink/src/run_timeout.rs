@@ -50,6 +50,35 @@ pub struct FoundRun {
 /// Pushgateway deletes the groups of runs finished longer than `delete_after` ago).
 pub type Sweep = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<FoundRun>, String>> + Send + Sync>;
 
+/// What a backend implements to be swept: one look at the runs it holds.
+pub trait FindRuns: Send + Sync + 'static {
+    /// The runs the backend holds (open ones, and the ones it has the outcome of).
+    fn find(&self) -> impl std::future::Future<Output = Result<Vec<FoundRun>, String>> + Send;
+}
+
+/// The [`Sweep`] of a backend's [`FindRuns`].
+pub fn sweep_of<T: FindRuns>(finder: T) -> Sweep {
+    let finder = Arc::new(finder);
+    Arc::new(move || {
+        let finder = finder.clone();
+        Box::pin(async move { finder.find().await })
+    })
+}
+
+/// `GET`s a backend's JSON answer for a sweep: the error names `what` and the status.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<T, String> {
+    let reply = request.send().await.map_err(shared::http::error_text)?;
+    let status = reply.status();
+    if !status.is_success() {
+        return Err(format!("{what}: HTTP {}", status.as_u16()));
+    }
+    let body = reply.bytes().await.map_err(shared::http::error_text)?;
+    serde_json::from_slice(&body).map_err(|e| format!("unexpected answer to {what}: {e}"))
+}
+
 /// The prefix of the ids of the events the sink makes for timed-out runs.
 pub const TIMEOUT_EVENT_PREFIX: &str = "chaos-sink-run-timeout-";
 

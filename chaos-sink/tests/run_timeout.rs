@@ -378,6 +378,8 @@ async fn finished_per_run_groups_are_deleted_after_delete_after_by_any_process()
         .unwrap();
     assert!(r.status().is_success());
     first.stop().await;
+    // The finished run's group is older than the next process's `delete_after` when it first looks.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Another process with a short `delete_after` (and a long run timeout) deletes the finished
     // run's group, keeps the open run's and the foreign one.
@@ -415,15 +417,19 @@ async fn a_late_duplicate_start_on_another_process_neither_reopens_nor_recloses_
     let a = Sink::start_yaml(&b.config(3600.0, 0.0));
     a.send_all(&events).await;
     closed_group(&b, &run_id).await;
-    // The Broker redelivers `experiment.started` to a replica that never saw the run.
-    let other = Sink::start_yaml(&b.config(1.0, 0.0));
+    // The Broker redelivers `experiment.started` to a replica that never saw the run; it pushes at once
+    // (`flush_interval: 0`), so in-progress is 1 again when the request is answered.
+    let other = Sink::start_yaml(
+        &b.config(1.0, 0.0)
+            .replace("flush_interval: 0.2", "flush_interval: 0"),
+    );
     other.send_all(&events[..1]).await;
-    until("the duplicate start pushed in-progress 1", 10, || async {
-        b.group(&run_id)
-            .await
-            .filter(|g| value(g, "chaostoolkit_inprogress_experiment", None) == Some(1.0))
-    })
-    .await;
+    let g = b.group(&run_id).await.expect("the group");
+    assert_eq!(
+        value(&g, "chaostoolkit_inprogress_experiment", None),
+        Some(1.0),
+        "the duplicate start pushed in-progress 1"
+    );
     // The run's outcome is in the backends: in-progress goes back to 0 and nothing is closed again.
     let g = closed_group(&b, &run_id).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -16,7 +16,7 @@ use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_
 use crate::config::{GrafanaAuth, GrafanaConfig};
 use crate::events::{ActivityType, ChaosEvent, EventKind, epoch_ms};
 use crate::metrics::BackendCounters;
-use crate::run_timeout::Sweep;
+use crate::run_timeout::{Sweep, sweep_of};
 use crate::state::{RunLimits, RunMap};
 use base64::Engine as _;
 use futures_util::StreamExt;
@@ -407,14 +407,11 @@ impl Service for GrafanaService {
     }
 
     fn sweep(&self) -> Option<Sweep> {
-        Some(
-            Sweeper {
-                client: self.client.clone(),
-                url: self.url.clone(),
-                auth: self.auth.clone(),
-                tags: self.tags.clone(),
-            }
-            .into_sweep(),
-        )
+        Some(sweep_of(Sweeper {
+            client: self.client.clone(),
+            url: self.url.clone(),
+            auth: self.auth.clone(),
+            tags: self.tags.clone(),
+        }))
     }
 }

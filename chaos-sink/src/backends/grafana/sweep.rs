@@ -2,11 +2,10 @@
 //! `experiment.started`, never closed), with the last thing each run's annotations show.
 
 use super::encoding::run_tag;
-use crate::run_timeout::{FoundRun, Sweep};
+use crate::run_timeout::{FindRuns, FoundRun, get_json};
 use chrono::{DateTime, Utc};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
-use std::sync::Arc;
 use url::Url;
 
 /// What the sweep needs of the service.
@@ -38,15 +37,6 @@ fn tag_value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
 }
 
 impl Sweeper {
-    /// The sweep as the run timeout calls it.
-    pub fn into_sweep(self) -> Sweep {
-        let this = Arc::new(self);
-        Arc::new(move || {
-            let this = this.clone();
-            Box::pin(async move { this.sweep().await })
-        })
-    }
-
     async fn search(&self, tags: &[&str]) -> Result<Vec<Listed>, String> {
         let mut url = self.url.clone();
         {
@@ -66,14 +56,7 @@ impl Sweeper {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        let reply = req.send().await.map_err(shared::http::error_text)?;
-        let status = reply.status();
-        if !status.is_success() {
-            return Err(format!("annotation search: HTTP {}", status.as_u16()));
-        }
-        let body = reply.bytes().await.map_err(shared::http::error_text)?;
-        serde_json::from_slice(&body)
-            .map_err(|e| format!("unexpected answer to the annotation search: {e}"))
+        get_json(req, "the annotation search").await
     }
 
     async fn sweep(&self) -> Result<Vec<FoundRun>, String> {
@@ -111,5 +94,11 @@ impl Sweeper {
             });
         }
         Ok(found)
+    }
+}
+
+impl FindRuns for Sweeper {
+    async fn find(&self) -> Result<Vec<FoundRun>, String> {
+        self.sweep().await
     }
 }

@@ -7,7 +7,7 @@ use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_
 use crate::config::{InfluxApi, InfluxConfig, Precision};
 use crate::events::ChaosEvent;
 use crate::metrics::BackendCounters;
-use crate::run_timeout::Sweep;
+use crate::run_timeout::{Sweep, sweep_of};
 use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use shared::retry::RetryPolicy;
@@ -206,14 +206,11 @@ impl Service for InfluxService {
 
     fn sweep(&self) -> Option<Sweep> {
         let (query_url, database) = self.sweeper.clone()?;
-        Some(
-            Sweeper {
-                client: self.client.clone(),
-                query_url,
-                database,
-                auth: self.auth.clone(),
-            }
-            .into_sweep(),
-        )
+        Some(sweep_of(Sweeper {
+            client: self.client.clone(),
+            query_url,
+            database,
+            auth: self.auth.clone(),
+        }))
     }
 }

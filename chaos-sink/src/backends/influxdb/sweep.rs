@@ -4,13 +4,12 @@
 //! closing point merges into it.
 
 use super::encoding::{ACTIVITIES, EXPERIMENTS};
-use crate::run_timeout::{FoundRun, Sweep};
+use crate::run_timeout::{FindRuns, FoundRun, get_json};
 use chrono::{DateTime, Utc};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use url::Url;
 
 /// How far back open runs are looked for.
@@ -71,15 +70,6 @@ fn quoted(name: &str) -> String {
 }
 
 impl Sweeper {
-    /// The sweep as the run timeout calls it.
-    pub fn into_sweep(self) -> Sweep {
-        let this = Arc::new(self);
-        Arc::new(move || {
-            let this = this.clone();
-            Box::pin(async move { this.sweep().await })
-        })
-    }
-
     async fn query(&self, q: &str) -> Result<Vec<Series>, String> {
         let mut url = self.query_url.clone();
         url.query_pairs_mut()
@@ -90,14 +80,7 @@ impl Sweeper {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
-        let reply = req.send().await.map_err(shared::http::error_text)?;
-        let status = reply.status();
-        if !status.is_success() {
-            return Err(format!("InfluxDB query: HTTP {}", status.as_u16()));
-        }
-        let body = reply.bytes().await.map_err(shared::http::error_text)?;
-        let answer: Answer = serde_json::from_slice(&body)
-            .map_err(|e| format!("unexpected answer to an InfluxDB query: {e}"))?;
+        let answer: Answer = get_json(req, "an InfluxDB query").await?;
         let mut out = Vec::new();
         for r in answer.results {
             if let Some(e) = r.error {
@@ -181,5 +164,11 @@ impl Sweeper {
             }
         }
         Ok(open)
+    }
+}
+
+impl FindRuns for Sweeper {
+    async fn find(&self) -> Result<Vec<FoundRun>, String> {
+        self.sweep().await
     }
 }

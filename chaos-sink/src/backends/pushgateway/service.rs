@@ -18,7 +18,7 @@ use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_
 use crate::config::{GroupBy, PushgatewayConfig};
 use crate::events::{ChaosEvent, EventKind};
 use crate::metrics::BackendCounters;
-use crate::run_timeout::Sweep;
+use crate::run_timeout::{Sweep, sweep_of};
 use crate::state::{RunLimits, RunMap};
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
@@ -573,17 +573,14 @@ impl Service for PushgatewayService {
     }
 
     fn sweep(&self) -> Option<Sweep> {
-        Some(
-            Sweeper {
-                client: self.client.clone(),
-                base: self.base.clone(),
-                auth: self.auth.clone(),
-                job: self.job.clone(),
-                grouping_key: self.grouping_key.clone(),
-                group_by: self.group_by,
-                delete_after: self.delete_after,
-            }
-            .into_sweep(),
-        )
+        Some(sweep_of(Sweeper {
+            client: self.client.clone(),
+            base: self.base.clone(),
+            auth: self.auth.clone(),
+            job: self.job.clone(),
+            grouping_key: self.grouping_key.clone(),
+            group_by: self.group_by,
+            delete_after: self.delete_after,
+        }))
     }
 }

@@ -6,13 +6,12 @@
 //! process that never saw the end) gets in-progress 0 again.
 
 use crate::config::GroupBy;
-use crate::run_timeout::{FoundRun, Sweep};
+use crate::run_timeout::{FindRuns, FoundRun, get_json};
 use chrono::{DateTime, Utc};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 use shared::metrics::TEXT_CONTENT_TYPE;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -81,15 +80,6 @@ fn epoch(seconds: f64) -> Option<DateTime<Utc>> {
 }
 
 impl Sweeper {
-    /// The sweep as the run timeout calls it.
-    pub fn into_sweep(self) -> Sweep {
-        let this = Arc::new(self);
-        Arc::new(move || {
-            let this = this.clone();
-            Box::pin(async move { this.sweep().await })
-        })
-    }
-
     fn url(&self, path: &str) -> Url {
         let mut u = self.base.clone();
         let prefix = self.base.path().trim_end_matches('/').to_owned();
@@ -118,18 +108,11 @@ impl Sweeper {
     }
 
     async fn sweep(&self) -> Result<Vec<FoundRun>, String> {
-        let reply = self
-            .request(reqwest::Method::GET, self.url("/api/v1/metrics"))
-            .send()
-            .await
-            .map_err(shared::http::error_text)?;
-        let status = reply.status();
-        if !status.is_success() {
-            return Err(format!("GET /api/v1/metrics: HTTP {}", status.as_u16()));
-        }
-        let body = reply.bytes().await.map_err(shared::http::error_text)?;
-        let listing: Listing = serde_json::from_slice(&body)
-            .map_err(|e| format!("unexpected answer to GET /api/v1/metrics: {e}"))?;
+        let listing: Listing = get_json(
+            self.request(reqwest::Method::GET, self.url("/api/v1/metrics")),
+            "GET /api/v1/metrics",
+        )
+        .await?;
         let now = Utc::now();
         let mut open = Vec::new();
         for g in listing.data.iter().filter(|g| self.ours(g)) {
@@ -228,5 +211,11 @@ impl Sweeper {
                 tracing::warn!(run = %run_id, error = %shared::http::error_text(e), "cannot delete a Pushgateway group");
             }
         }
+    }
+}
+
+impl FindRuns for Sweeper {
+    async fn find(&self) -> Result<Vec<FoundRun>, String> {
+        self.sweep().await
     }
 }
