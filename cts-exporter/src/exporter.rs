@@ -298,7 +298,8 @@ impl Exporter {
         tokio::pin!(shutdown);
         let mut cursor = self.saved_cursor;
         let mut current: Option<WindowRun> = None;
-        let mut pause = Duration::from_secs(1);
+        let mut backoff =
+            shared::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             let now = now_ms();
             let c = match cursor {
@@ -344,10 +345,11 @@ impl Exporter {
                 Some(Ok(())) => {
                     self.commit(&run);
                     cursor = Some(window.to_ms);
-                    pause = Duration::from_secs(1);
+                    backoff.reset();
                 }
                 Some(Err(e)) => {
                     self.metrics.window("retried");
+                    let pause = backoff.pause();
                     tracing::error!(window = %window, attempt = run.attempts, error = %e, transient = e.is_transient(), pause_s = pause.as_secs(), "window failed; it will be retried from where it stopped");
                     current = Some(run);
                     if !interrupted {
@@ -355,7 +357,6 @@ impl Exporter {
                             () = &mut shutdown => return self.report(true, true),
                             () = tokio::time::sleep(pause) => {}
                         }
-                        pause = (pause * 2).min(Duration::from_secs(60));
                     }
                 }
                 None => {

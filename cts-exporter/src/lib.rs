@@ -95,7 +95,7 @@ where
     let metrics = Metrics::new(&registry).map_err(|e| RunError::Config(format!("metrics: {e}")))?;
     let output = Arc::new(Output::from_config(&config, &registry)?);
 
-    let mut pause = Duration::from_secs(1);
+    let mut backoff = shared::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     let exporter = loop {
         let attempt = Exporter::start(&config, metrics.clone(), output.clone());
         let result = tokio::select! {
@@ -108,6 +108,7 @@ where
         match result {
             Ok(e) => break e,
             Err(StartError::Auth(e)) if e.is_transient() && !config.once => {
+                let pause = backoff.pause();
                 tracing::warn!(error = %e, pause_s = pause.as_secs(), "IAM unavailable at start; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
@@ -116,7 +117,6 @@ where
                         return Ok(Report { interrupted: true, ..Report::default() });
                     }
                 }
-                pause = (pause * 2).min(Duration::from_secs(60));
             }
             Err(e) => {
                 if let Some(ops) = ops {

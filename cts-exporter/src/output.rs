@@ -4,6 +4,7 @@
 use shared::cloudevent::json::event_to_json;
 use shared::cloudevent::{AttributesReader, CeOverrides, EncodedRequest, Event};
 use shared::delivery::{DeliveryError, Sender};
+use shared::retry::Backoff;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -105,7 +106,7 @@ impl Output {
         match (self, payload) {
             (_, Payload::Invalid(reason)) => Delivery::Rejected(reason),
             (Output::Push(sender), Payload::Encoded(encoded)) => {
-                let mut pause = Duration::from_secs(1);
+                let mut backoff = Backoff::new(Duration::from_secs(1), MAX_OUTAGE_PAUSE);
                 loop {
                     match sender.send_encoded(&encoded).await {
                         Ok(_) => return Delivery::Delivered,
@@ -114,9 +115,9 @@ impl Output {
                         }
                         Err(e) if !persist => return Delivery::Failed(e.to_string()),
                         Err(e) => {
+                            let pause = backoff.pause();
                             tracing::warn!(event_id = %id, error = %e, pause_s = pause.as_secs(), "sink unavailable; the event will be retried");
                             tokio::time::sleep(pause).await;
-                            pause = (pause * 2).min(MAX_OUTAGE_PAUSE);
                         }
                     }
                 }

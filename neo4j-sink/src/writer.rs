@@ -211,7 +211,8 @@ async fn supervise(db: Db, health: Arc<Health>, uri: String) {
             woken.await;
             continue;
         }
-        let mut delay = Duration::from_millis(200);
+        let mut backoff =
+            shared::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -239,12 +240,12 @@ async fn supervise(db: Db, health: Arc<Health>, uri: String) {
                         outage_logged = true;
                     }
                     health.set_reason(reason);
+                    let mut pause = backoff.pause();
                     if matches!(e, DbError::Auth(_)) {
                         // Servers rate-limit failed logins: try wrong credentials less often.
-                        delay = delay.max(Duration::from_secs(5));
+                        pause = pause.max(Duration::from_secs(5));
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(pause).await;
                 }
             }
         }

@@ -2,6 +2,8 @@
 //!
 //! One implementation for every outgoing call of the project (sink delivery, CTS and IAM calls,
 //! chaos-sink backends): callers classify each attempt as success, transient or permanent failure.
+//! [`Backoff`] paces the loops that wait out an outage for as long as it lasts (neo4j-sink's reconnects,
+//! the exporter's start-up, window retries and event redelivery).
 
 use std::fmt::Display;
 use std::future::Future;
@@ -110,6 +112,61 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// The pauses of a loop that waits out an outage for as long as it lasts (reconnecting, polling again,
+/// redelivering): `initial`, doubling up to `max`, again from `initial` after [`Backoff::reset`] (a
+/// success). For a bounded number of attempts use [`RetryPolicy`]. No jitter unless [`Backoff::jittered`]
+/// (one process waiting for one server gains nothing from it; many clients of one server do).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+    jitter: bool,
+}
+
+impl Backoff {
+    /// Pauses from `initial`, doubling, at most `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            next: initial.min(max),
+            jitter: false,
+        }
+    }
+
+    /// The same with "equal jitter" (between half and all of each pause), as [`RetryPolicy::backoff`].
+    pub fn jittered(mut self) -> Self {
+        self.jitter = true;
+        self
+    }
+
+    /// Back to `initial` (after a success).
+    pub fn reset(&mut self) {
+        self.next = self.initial.min(self.max);
+    }
+
+    /// The next pause; the one after it is twice as long (up to `max`).
+    pub fn pause(&mut self) -> Duration {
+        let exp = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        if !self.jitter {
+            return exp;
+        }
+        let half = exp / 2;
+        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+        half + Duration::from_millis(fastrand::u64(0..=jitter_ms))
+    }
+}
+
+impl Iterator for Backoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.pause())
+    }
+}
+
 impl RetryPolicy {
     /// The backoff before retry number `retry` (0-based): `initial * 2^retry`, capped, with
     /// "equal jitter" (between half and all of it) so that clients spread out but never hammer.
@@ -164,6 +221,26 @@ impl RetryPolicy {
                     attempt += 1;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn doubles_up_to_the_cap_and_starts_over_after_a_reset() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(200), ms(1000));
+        let first: Vec<Duration> = b.by_ref().take(5).collect();
+        assert_eq!(first, vec![ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
+        b.reset();
+        assert_eq!(b.pause(), ms(200));
+        let mut j = Backoff::new(ms(1000), ms(1000)).jittered();
+        for _ in 0..20 {
+            let p = j.pause();
+            assert!(p >= ms(500) && p <= ms(1000), "{p:?}");
         }
     }
 }
