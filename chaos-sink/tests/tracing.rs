@@ -22,10 +22,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use shared::testkit::free_port;
 
 #[test]
 fn a_chaos_run_and_the_sinks_work_are_one_trace() {

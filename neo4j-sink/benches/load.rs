@@ -231,12 +231,7 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use shared::testkit::free_port;
 
 /// (a) The real binary, group commit: the load, the sink's peak RSS (KiB) and its CPU ticks during
 /// the load.

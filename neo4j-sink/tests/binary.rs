@@ -34,12 +34,7 @@ async fn invalid_settings_exit_2_naming_the_variable() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use shared::testkit::free_port;
 
 #[tokio::test]
 async fn wrong_credentials_are_logged_within_seconds_and_sigterm_exits_0() {

@@ -15,12 +15,7 @@ use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_neo4j-sink");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use shared::testkit::free_port;
 
 /// The stack's Bolt address (`bolt://127.0.0.1:PORT` -> `127.0.0.1:PORT`).
 fn bolt_addr(stack: &common::Stack) -> SocketAddr {

@@ -56,6 +56,43 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// A loopback port that was free a moment ago (from the OS; released before it is returned).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port from the OS")
+}
+
+/// A fresh directory under the system temp dir, removed on drop (kept when `TEST_KEEP_DIRS` is set,
+/// to look at what a failed test left).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `<what>-<pid>-<n>`, empty.
+    pub fn new(what: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("TEST_KEEP_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A default HTTP client for tests, built after installing the crypto provider (reqwest has none of
 /// its own here: see [`crate::tls`]).
 pub fn http_client() -> reqwest::Client {

@@ -10,37 +10,13 @@ use shared::cloudevent::{AttributesReader, Data, Event, string_extension};
 use shared::retry::RetryPolicy;
 use shared::server::{RunningServer, ServerConfig, SinkServer};
 use shared::testkit::RecordingHandler;
+#[allow(unused_imports)]
+pub use shared::testkit::TempDir;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// A directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(what: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "cts-exporter-it-{what}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 pub fn now_ms() -> i64 {
     otc_sim::now_ms()
@@ -186,13 +162,8 @@ pub fn assert_event_matches(sim: &OtcSim, e: &Event, api: ApiVersion) {
     assert_eq!(string_extension(e, "tenant"), Some(sim.project_id()));
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
+#[allow(unused_imports)]
+pub use shared::testkit::free_port;
 
 /// Logs to stderr when `TEST_LOG` is set (e.g. `TEST_LOG=debug`), for debugging a test.
 pub fn init_logs() {

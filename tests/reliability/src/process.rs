@@ -9,44 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
-/// A free TCP port on 127.0.0.1 (from the OS; released before it is returned).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port from the OS")
-}
-
-/// A directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A new empty directory under the system temp dir.
-    pub fn new(what: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "reliability-{what}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::env::var_os("RELIABILITY_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+/// A free TCP port on 127.0.0.1, and a temp directory removed on drop (kept with `TEST_KEEP_DIRS=1`).
+pub use shared::testkit::{TempDir, free_port};
 
 /// The cargo target directory of this workspace (`CARGO_TARGET_DIR`, else `<repo>/target`).
 pub fn target_dir() -> PathBuf {
