@@ -342,6 +342,20 @@ mod tests {
         )
     }
 
+    /// What a backend reports of run `run`, with only its experiment reference known.
+    fn found(run: &str) -> FoundRun {
+        FoundRun {
+            run_id: run.to_owned(),
+            experiment_ref: Some("ref".into()),
+            title: None,
+            host: None,
+            start: None,
+            last: at(0),
+            last_event: None,
+            finished: false,
+        }
+    }
+
     fn watch(ms: u64) -> RunWatch {
         RunWatch::new(Duration::from_millis(ms), RunLimits::default())
     }
@@ -396,18 +410,12 @@ mod tests {
         // A late event of the ended run does not open it again.
         w.observe(&[section("done", 6)]);
         assert!(w.stale(Instant::now()).is_empty());
-        let found = FoundRun {
-            run_id: "done".into(),
-            experiment_ref: Some("ref".into()),
-            title: None,
-            host: None,
+        let reported = FoundRun {
             start: Some(at(0)),
-            last: at(0),
-            last_event: None,
-            finished: false,
+            ..found("done")
         };
         assert!(
-            w.to_close(&[], vec![found], Utc::now(), Instant::now())
+            w.to_close(&[], vec![reported], Utc::now(), Instant::now())
                 .is_empty()
         );
     }
@@ -419,14 +427,9 @@ mod tests {
         w.observe(&[started("r", 0)]);
         let stale = w.stale(Instant::now());
         let ended = FoundRun {
-            run_id: "r".into(),
-            experiment_ref: Some("ref".into()),
-            title: None,
-            host: None,
             start: Some(at(0)),
-            last: at(0),
-            last_event: None,
             finished: true,
+            ..found("r")
         };
         assert!(
             w.to_close(&stale, vec![ended], Utc::now(), Instant::now())
@@ -445,14 +448,9 @@ mod tests {
         w.observe(&[started("r", 0)]);
         let stale = w.stale(Instant::now());
         let moving = FoundRun {
-            run_id: "r".into(),
             experiment_ref: None,
-            title: None,
-            host: None,
-            start: None,
             last: Utc::now() + chrono::Duration::seconds(30),
-            last_event: None,
-            finished: false,
+            ..found("r")
         };
         assert!(
             w.to_close(&stale, vec![moving], Utc::now(), Instant::now())
@@ -464,24 +462,17 @@ mod tests {
     fn runs_found_in_the_backends_are_closed_with_the_most_exact_facts() {
         let w = watch(1000);
         let influx = FoundRun {
-            run_id: "r".into(),
-            experiment_ref: Some("ref".into()),
             title: Some("From InfluxDB".into()),
             host: Some("host-b".into()),
             start: Some(at(0)),
             last: at(3),
             last_event: Some(at(3)),
-            finished: false,
+            ..found("r")
         };
         let pushgateway = FoundRun {
-            run_id: "r".into(),
-            experiment_ref: Some("ref".into()),
-            title: None,
-            host: None,
             start: Some(at(0) + chrono::Duration::microseconds(1)),
             last: Utc::now(),
-            last_event: None,
-            finished: false,
+            ..found("r")
         };
         let out = w.to_close(&[], vec![influx.clone()], Utc::now(), Instant::now());
         assert_eq!(out.len(), 1);
@@ -496,14 +487,8 @@ mod tests {
         assert_eq!((d.start, d.end), (at(0), at(3)));
         // Without an experiment reference there is nothing to key the run's metrics by.
         let bare = FoundRun {
-            run_id: "x".into(),
             experiment_ref: None,
-            title: None,
-            host: None,
-            start: None,
-            last: at(0),
-            last_event: None,
-            finished: false,
+            ..found("x")
         };
         assert!(
             w.to_close(&[], vec![bare], Utc::now(), Instant::now())

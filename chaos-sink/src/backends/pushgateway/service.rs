@@ -175,9 +175,7 @@ impl PushgatewayService {
             }
             _ => None,
         };
-        let mut ready = cfg.pushgateway_url.clone();
-        let prefix = ready.path().trim_end_matches('/').to_owned();
-        ready.set_path(&format!("{prefix}/-/ready"));
+        let ready = url_at(&cfg.pushgateway_url, "/-/ready");
         let probe = get_probe(
             client.clone(),
             ready,
@@ -218,10 +216,7 @@ impl PushgatewayService {
     }
 
     fn url(&self, group: &str) -> Url {
-        let mut u = self.base.clone();
-        let prefix = self.base.path().trim_end_matches('/').to_owned();
-        u.set_path(&format!("{prefix}{group}"));
-        u
+        url_at(&self.base, group)
     }
 
     /// Applies an event to its run's metrics: `Push` for the outcome (pushed before the event is
@@ -409,6 +404,14 @@ impl PushgatewayService {
             self.runs.entry(&run_id, unreachable_run).deleted = true;
         }
     }
+}
+
+/// `path` under the Pushgateway's base URL (which may have a path prefix of its own).
+pub(super) fn url_at(base: &Url, path: &str) -> Url {
+    let mut u = base.clone();
+    let prefix = base.path().trim_end_matches('/').to_owned();
+    u.set_path(&format!("{prefix}{path}"));
+    u
 }
 
 /// The group path of a run (see [`PushgatewayService::group_path`]).

@@ -5,6 +5,7 @@
 //! is gone). A group with in-progress 1 and an outcome (a late duplicate `started` pushed by a
 //! process that never saw the end) gets in-progress 0 again.
 
+use super::service::url_at;
 use crate::config::GroupBy;
 use crate::run_timeout::{FindRuns, FoundRun, get_json};
 use chrono::{DateTime, Utc};
@@ -80,13 +81,6 @@ fn epoch(seconds: f64) -> Option<DateTime<Utc>> {
 }
 
 impl Sweeper {
-    fn url(&self, path: &str) -> Url {
-        let mut u = self.base.clone();
-        let prefix = self.base.path().trim_end_matches('/').to_owned();
-        u.set_path(&format!("{prefix}{path}"));
-        u
-    }
-
     fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
         let req = self.client.request(method, url);
         match &self.auth {
@@ -109,7 +103,7 @@ impl Sweeper {
 
     async fn sweep(&self) -> Result<Vec<FoundRun>, String> {
         let listing: Listing = get_json(
-            self.request(reqwest::Method::GET, self.url("/api/v1/metrics")),
+            self.request(reqwest::Method::GET, url_at(&self.base, "/api/v1/metrics")),
             "GET /api/v1/metrics",
         )
         .await?;
@@ -158,58 +152,55 @@ impl Sweeper {
     }
 
     fn group_url(&self, experiment_ref: &str, run_id: &str) -> Url {
-        self.url(&super::service::group_path(
-            &self.job,
-            &self.grouping_key,
-            self.group_by,
-            experiment_ref,
-            run_id,
-        ))
+        url_at(
+            &self.base,
+            &super::service::group_path(
+                &self.job,
+                &self.grouping_key,
+                self.group_by,
+                experiment_ref,
+                run_id,
+            ),
+        )
     }
 
     /// Pushes in-progress 0 to the group of a run whose outcome is there.
     async fn repair(&self, experiment_ref: &str, run_id: &str) {
-        let body = super::encoding::inprogress_done(experiment_ref, run_id);
-        match self
+        let request = self
             .request(
                 reqwest::Method::POST,
                 self.group_url(experiment_ref, run_id),
             )
             .header(CONTENT_TYPE, TEXT_CONTENT_TYPE)
-            .body(body)
-            .send()
-            .await
-        {
-            Ok(r) if r.status().is_success() => {
-                tracing::info!(run = %run_id, "in-progress was 1 on a finished run (a late duplicate start): set back to 0");
-            }
-            Ok(r) => {
-                tracing::warn!(run = %run_id, status = r.status().as_u16(), "cannot set in-progress back to 0");
-            }
-            Err(e) => {
-                tracing::warn!(run = %run_id, error = %shared::http::error_text(e), "cannot set in-progress back to 0");
-            }
+            .body(super::encoding::inprogress_done(experiment_ref, run_id));
+        if send(request, run_id, "set in-progress back to 0").await {
+            tracing::info!(run = %run_id, "in-progress was 1 on a finished run (a late duplicate start): set back to 0");
         }
     }
 
     async fn delete(&self, experiment_ref: &str, run_id: &str) {
-        match self
-            .request(
-                reqwest::Method::DELETE,
-                self.group_url(experiment_ref, run_id),
-            )
-            .send()
-            .await
-        {
-            Ok(r) if r.status().is_success() => {
-                tracing::debug!(run = %run_id, "deleted the group of a run finished more than delete_after ago");
-            }
-            Ok(r) => {
-                tracing::warn!(run = %run_id, status = r.status().as_u16(), "cannot delete a Pushgateway group");
-            }
-            Err(e) => {
-                tracing::warn!(run = %run_id, error = %shared::http::error_text(e), "cannot delete a Pushgateway group");
-            }
+        let request = self.request(
+            reqwest::Method::DELETE,
+            self.group_url(experiment_ref, run_id),
+        );
+        if send(request, run_id, "delete a Pushgateway group").await {
+            tracing::debug!(run = %run_id, "deleted the group of a run finished more than delete_after ago");
+        }
+    }
+}
+
+/// Sends a housekeeping call; true when it succeeded, a warning naming `what` otherwise (the next
+/// sweep tries again).
+async fn send(request: reqwest::RequestBuilder, run_id: &str, what: &str) -> bool {
+    match request.send().await {
+        Ok(r) if r.status().is_success() => true,
+        Ok(r) => {
+            tracing::warn!(run = %run_id, status = r.status().as_u16(), "cannot {what}");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(run = %run_id, error = %shared::http::error_text(e), "cannot {what}");
+            false
         }
     }
 }
