@@ -86,7 +86,7 @@ fn load() -> anyhow::Result<(Config, ServerConfig)> {
     Ok((config, server))
 }
 async fn serve(config: Config, server: ServerConfig) -> Result<(), Failure> {
-    let registry = prometheus::Registry::new();
+    let registry = shared::metrics::service_registry("chaos_sink", env!("CARGO_PKG_VERSION"));
     let handler = Arc::new(
         ChaosHandler::new(&config, &registry)
             .map_err(anyhow::Error::msg)

@@ -53,54 +53,54 @@ impl SinkMetrics {
             |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["backend"]);
         let m = Self {
             written: by_backend(
-                "chaos_sink_backend_events_written_total",
+                "backend_events_written_total",
                 "Events a backend has (written, or nothing to write for it).",
             )?,
             rejected: by_backend(
-                "chaos_sink_backend_events_rejected_total",
+                "backend_events_rejected_total",
                 "Events a backend refused for good (4xx about the data).",
             )?,
             failed: by_backend(
-                "chaos_sink_backend_events_failed_total",
+                "backend_events_failed_total",
                 "Events a backend did not take (answered 503, Knative retries).",
             )?,
-            retried: by_backend("chaos_sink_backend_retries_total", "Backend calls retried.")?,
+            retried: by_backend("backend_retries_total", "Backend calls retried.")?,
             latency: HistogramVec::new(
                 HistogramOpts::new(
-                    "chaos_sink_backend_batch_duration_seconds",
+                    "backend_batch_duration_seconds",
                     "Time a backend took for one batch.",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
                 &["backend"],
             )?,
             batch_size: HistogramVec::new(
-                HistogramOpts::new("chaos_sink_backend_batch_events", "Events per batch.").buckets(
-                    vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
-                ),
+                HistogramOpts::new("backend_batch_events", "Events per batch.").buckets(vec![
+                    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+                ]),
                 &["backend"],
             )?,
             up: IntGaugeVec::new(
                 Opts::new(
-                    "chaos_sink_backend_up",
+                    "backend_up",
                     "1 when the backend's last batch or readiness check succeeded.",
                 ),
                 &["backend"],
             )?,
             events: IntCounterVec::new(
                 Opts::new(
-                    "chaos_sink_events_received_total",
+                    "events_received_total",
                     "Events received, by CloudEvent type (`ignored`: not a Chaos Toolkit type).",
                 ),
                 &["type"],
             )?,
-            runs: IntGauge::new("chaos_sink_runs", "Runs held in the per-run state.")?,
+            runs: IntGauge::new("runs", "Runs held in the per-run state.")?,
             runs_timed_out: IntCounter::new(
-                "chaos_sink_runs_timed_out_total",
+                "runs_timed_out_total",
                 "Runs closed as interrupted because no event of them came for sink.run_timeout.",
             )?,
             open_runs_found: IntGaugeVec::new(
                 Opts::new(
-                    "chaos_sink_backend_open_runs",
+                    "backend_open_runs",
                     "Open runs (started, no outcome) a backend held at the last sweep.",
                 ),
                 &["backend"],

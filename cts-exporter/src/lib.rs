@@ -79,7 +79,7 @@ where
     F: Future<Output = ()>,
 {
     let shutdown = Box::pin(shutdown).shared();
-    let registry = prometheus::Registry::new();
+    let registry = shared::metrics::service_registry("cts_exporter", env!("CARGO_PKG_VERSION"));
     let ready = Arc::new(AtomicBool::new(false));
     let ops = match config.metrics_port {
         Some(port) => Some(

@@ -34,42 +34,42 @@ impl Metrics {
                 &["service", "status"],
             )?,
             traces_fetched: IntCounter::new(
-                "cts_traces_fetched_total",
+                "traces_fetched_total",
                 "Traces received from CTS (before window filtering).",
             )?,
             traces_skipped: IntCounterVec::new(
                 Opts::new(
-                    "cts_traces_skipped_total",
+                    "traces_skipped_total",
                     "Traces not turned into events, by reason (outside_window, duplicate, invalid).",
                 ),
                 &["reason"],
             )?,
             events: IntCounterVec::new(
                 Opts::new(
-                    "cts_events_total",
+                    "events_total",
                     "Events by outcome: delivered (sink accepted), printed (stdout mode), rejected (sink refused it for good), failed (given up).",
                 ),
                 &["outcome"],
             )?,
             windows: IntCounterVec::new(
                 Opts::new(
-                    "cts_windows_total",
+                    "windows_total",
                     "Windows by outcome: completed, retried (an attempt failed and is repeated), failed, abandoned (shutdown).",
                 ),
                 &["outcome"],
             )?,
-            pages: IntCounter::new("cts_pages_total", "CTS pages fetched.")?,
+            pages: IntCounter::new("pages_total", "CTS pages fetched.")?,
             window_lag: Gauge::new(
-                "cts_window_lag_seconds",
+                "window_lag_seconds",
                 "How far the cursor is behind now, measured when a window completes (includes CTS_LAG_SECONDS).",
             )?,
             cursor: IntGauge::new(
-                "cts_cursor_timestamp_seconds",
+                "cursor_timestamp_seconds",
                 "The cursor: every trace with an earlier time has been delivered (Unix seconds).",
             )?,
             record_lag: Histogram::with_opts(
                 HistogramOpts::new(
-                    "cts_trace_record_lag_seconds",
+                    "trace_record_lag_seconds",
                     "record_time - time of delivered traces: how late CTS records them (compare with CTS_LAG_SECONDS).",
                 )
                 .buckets(vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]),

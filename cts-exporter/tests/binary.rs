@@ -382,17 +382,22 @@ async fn sigterm_exits_0_keeps_the_cursor_and_metrics_are_served() {
     let (status, metrics) = get(&format!("{base}/metrics")).await;
     assert_eq!(status, 200);
     for m in [
-        "cts_traces_fetched_total",
-        "cts_events_total{outcome=\"delivered\"}",
-        "otc_requests_total{service=\"cts\",status=\"200\"}",
-        "otc_requests_total{service=\"iam\",status=\"201\"}",
-        "cts_cursor_timestamp_seconds",
-        "cts_window_lag_seconds",
-        "cts_windows_total{outcome=\"completed\"} 1",
-        "delivery_events_total{outcome=\"delivered\"}",
+        "cts_exporter_traces_fetched_total",
+        "cts_exporter_events_total{outcome=\"delivered\"}",
+        "cts_exporter_otc_requests_total{service=\"cts\",status=\"200\"}",
+        "cts_exporter_otc_requests_total{service=\"iam\",status=\"201\"}",
+        "cts_exporter_cursor_timestamp_seconds",
+        "cts_exporter_window_lag_seconds",
+        "cts_exporter_windows_total{outcome=\"completed\"} 1",
+        "cts_exporter_delivery_events_total{outcome=\"delivered\"}",
     ] {
         assert!(metrics.contains(m), "{m} missing:\n{metrics}");
     }
+    let build_info = format!(
+        "cts_exporter_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(metrics.contains(&build_info), "{build_info}:\n{metrics}");
     let saved = cts_exporter::cursor::StateFile::new(&state, sim.project_id(), "system")
         .load()
         .unwrap()

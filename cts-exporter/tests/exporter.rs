@@ -689,7 +689,7 @@ async fn json_lines_output_when_not_pushing() {
     );
     assert!(cfg.delivery.is_none());
     let lines = Lines::default();
-    let registry = Registry::new();
+    let registry = shared::metrics::service_registry("cts_exporter", "test");
     let output = Arc::new(Output::lines(
         cfg.overrides.clone(),
         Box::new(lines.clone()),
@@ -714,7 +714,7 @@ async fn json_lines_output_when_not_pushing() {
     let metrics = shared::metrics::render(&registry);
     assert!(
         metrics.contains(&format!(
-            "cts_events_total{{outcome=\"printed\"}} {}",
+            "cts_exporter_events_total{{outcome=\"printed\"}} {}",
             truth.len()
         )),
         "{metrics}"

@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use neo4j_sink::{Neo4jConfig, Neo4jSink, SinkMetrics};
-use prometheus::Registry;
 use shared::cli::{Cli, SINK_SERVER_HELP, exit};
 use shared::server::{ServerConfig, SinkServer};
 use std::process::ExitCode;
@@ -81,7 +80,7 @@ fn run(server_cfg: ServerConfig, neo4j_cfg: Neo4jConfig) -> anyhow::Result<()> {
                 "NEO4J_PASSWORD is empty: only a server without authentication will accept it"
             );
         }
-        let registry = Registry::new();
+        let registry = shared::metrics::service_registry("neo4j_sink", env!("CARGO_PKG_VERSION"));
         let metrics = SinkMetrics::new(&registry).context("cannot register metrics")?;
         let sink = Neo4jSink::start(&neo4j_cfg, metrics).context("NEO4J_URI")?;
         let server = SinkServer::new(sink, server_cfg)

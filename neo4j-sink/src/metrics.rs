@@ -32,41 +32,38 @@ impl SinkMetrics {
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = Self {
             batch_size: Histogram::with_opts(
-                HistogramOpts::new("neo4j_sink_batch_size", "Events written per transaction.")
+                HistogramOpts::new("batch_size", "Events written per transaction.")
                     .buckets(exponential_buckets(1.0, 2.0, 12)?),
             )?,
             commit_duration: Histogram::with_opts(
                 HistogramOpts::new(
-                    "neo4j_sink_commit_duration_seconds",
+                    "commit_duration_seconds",
                     "Time of one write transaction, begin to commit.",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
             events_written: IntCounterVec::new(
                 Opts::new(
-                    "neo4j_sink_events_written_total",
+                    "events_written_total",
                     "Events in committed transactions, by kind.",
                 ),
                 &["kind"],
             )?,
             db_errors: IntCounterVec::new(
-                Opts::new(
-                    "neo4j_sink_db_errors_total",
-                    "Failed database calls, by kind.",
-                ),
+                Opts::new("db_errors_total", "Failed database calls, by kind."),
                 &["kind"],
             )?,
-            queue_depth: IntGauge::new("neo4j_sink_queue_depth", "Events waiting for the writer.")?,
+            queue_depth: IntGauge::new("queue_depth", "Events waiting for the writer.")?,
             db_up: IntGauge::new(
-                "neo4j_sink_db_up",
+                "db_up",
                 "1 when the database is reachable and the schema is in place.",
             )?,
             transient_retries: IntCounter::new(
-                "neo4j_sink_transient_retries_total",
+                "transient_retries_total",
                 "Transactions retried inside the sink after a transient error (deadlock, lock timeout).",
             )?,
             events_refused: IntCounter::new(
-                "neo4j_sink_events_refused_total",
+                "events_refused_total",
                 "Events the database refused on their own (answered 400).",
             )?,
         };

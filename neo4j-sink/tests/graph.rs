@@ -252,7 +252,7 @@ async fn concurrent_redelivery_leaves_the_graph_unchanged() {
         "neo4j_sink_events_written_total{kind=\"trace\"}",
         "neo4j_sink_queue_depth 0",
         "neo4j_sink_db_up 1",
-        "sink_requests_total{code=\"202\"}",
+        "neo4j_sink_requests_total{code=\"202\"}",
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }

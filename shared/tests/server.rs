@@ -220,7 +220,10 @@ async fn backend_outcomes_map_to_knative_statuses() {
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let handler = RecordingHandler::new();
-    let server = start(handler.clone(), 1 << 20);
+    let server = SinkServer::from_arc(handler.clone(), ServerConfig::local())
+        .with_registry(shared::metrics::service_registry("test_sink", "0.0.1"))
+        .start()
+        .expect("start sink");
     let client = shared::testkit::http_client();
     let url = server.url();
 
@@ -264,22 +267,17 @@ async fn health_readiness_and_metrics() {
             .starts_with("text/plain; version=0.0.4")
     );
     let text = r.text().await.unwrap();
-    assert!(
-        text.contains("sink_requests_total{code=\"202\"} 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("sink_requests_total{code=\"415\"} 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("sink_events_total{outcome=\"accepted\"} 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("sink_request_duration_seconds_count 2"),
-        "{text}"
-    );
+    // The scaffold's metrics carry the service's prefix, beside its build_info.
+    for line in [
+        "test_sink_requests_total{code=\"202\"} 1",
+        "test_sink_requests_total{code=\"415\"} 1",
+        "test_sink_events_total{outcome=\"accepted\"} 1",
+        "test_sink_request_duration_seconds_count 2",
+        "test_sink_requests_in_flight 0",
+        "test_sink_build_info{version=\"0.0.1\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
     server.shutdown().await.unwrap();
 }
 

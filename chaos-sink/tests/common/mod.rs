@@ -77,7 +77,7 @@ impl Sink {
 
     /// Starts a sink for `config` on a loopback port.
     pub fn start(cfg: Config) -> Self {
-        let registry = prometheus::Registry::new();
+        let registry = shared::metrics::service_registry("chaos_sink", "test");
         let handler = Arc::new(ChaosHandler::new(&cfg, &registry).unwrap());
         let notifications = Arc::new(NotificationsState {
             handler: handler.clone(),

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use neo4j_sink::{Neo4jConfig, Neo4jSink, SinkMetrics};
-use prometheus::Registry;
 use serde_json::{Value, json};
 use shared::cloudevent::{Event, EventBuilder, EventBuilderV10};
 use shared::server::{RunningServer, ServerConfig, SinkServer};
@@ -62,7 +61,7 @@ pub struct Sink {
 impl Sink {
     /// Starts the sink on 127.0.0.1:0 with its own registry.
     pub fn start(cfg: &Neo4jConfig) -> Self {
-        let registry = Registry::new();
+        let registry = shared::metrics::service_registry("neo4j_sink", "test");
         let metrics = SinkMetrics::new(&registry).expect("metrics");
         let handler = Arc::new(Neo4jSink::start(cfg, metrics).expect("sink"));
         let mut server_cfg = ServerConfig::local();

@@ -1,4 +1,4 @@
-//! The scaffold's own metrics (`sink_*`).
+//! The scaffold's own metrics (`requests_total`, `events_total`, ...; the service registry adds the prefix).
 
 use crate::metrics::{LATENCY_BUCKETS, register};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
@@ -22,23 +22,20 @@ impl ServerMetrics {
         let m = Self {
             requests: IntCounterVec::new(
                 Opts::new(
-                    "sink_requests_total",
+                    "requests_total",
                     "Event requests received, by HTTP status answered.",
                 ),
                 &["code"],
             )?,
             events: IntCounterVec::new(
-                Opts::new("sink_events_total", "Decoded events, by outcome."),
+                Opts::new("events_total", "Decoded events, by outcome."),
                 &["outcome"],
             )?,
             duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "sink_request_duration_seconds",
-                    "Time from request to response.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new("request_duration_seconds", "Time from request to response.")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
-            in_flight: IntGauge::new("sink_requests_in_flight", "Event requests being handled.")?,
+            in_flight: IntGauge::new("requests_in_flight", "Event requests being handled.")?,
         };
         register(registry, &m.requests);
         register(registry, &m.events);

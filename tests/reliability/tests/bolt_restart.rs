@@ -59,7 +59,7 @@ async fn bolt_server_killed_and_restarted_mid_load() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric_sum(
         &sink.metrics().await,
-        "sink_requests_total",
+        "neo4j_sink_requests_total",
         &[("code", "503")],
     ) < 1.0
     {
@@ -98,10 +98,10 @@ async fn bolt_server_killed_and_restarted_mid_load() {
         ),
         format!(
             "sink answered 503 {} times",
-            metric_sum(&metrics, "sink_requests_total", &[("code", "503")])
+            metric_sum(&metrics, "neo4j_sink_requests_total", &[("code", "503")])
         ),
     ];
-    if let Some(p) = histogram_quantile(&metrics, "sink_request_duration_seconds", 0.99) {
+    if let Some(p) = histogram_quantile(&metrics, "neo4j_sink_request_duration_seconds", 0.99) {
         f.latencies.push(("sink p99 (bucket)".into(), p));
     }
     f.rss_kb = vec![

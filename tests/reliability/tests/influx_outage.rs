@@ -56,7 +56,7 @@ async fn chaos_sink_survives_influxdb_stopped_mid_run() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric_sum(
         &sink.metrics().await,
-        "sink_requests_total",
+        "chaos_sink_requests_total",
         &[("code", "503")],
     ) < 10.0
     {
@@ -65,7 +65,7 @@ async fn chaos_sink_survives_influxdb_stopped_mid_run() {
     }
     let refused_while_down = metric_sum(
         &sink.metrics().await,
-        "sink_requests_total",
+        "chaos_sink_requests_total",
         &[("code", "503")],
     );
     influx.restart().await;
@@ -92,10 +92,10 @@ async fn chaos_sink_survives_influxdb_stopped_mid_run() {
         ),
         format!(
             "sink answered 503 {} times ({refused_while_down} before the restart)",
-            metric_sum(&metrics, "sink_requests_total", &[("code", "503")])
+            metric_sum(&metrics, "chaos_sink_requests_total", &[("code", "503")])
         ),
     ];
-    if let Some(p) = histogram_quantile(&metrics, "sink_request_duration_seconds", 0.99) {
+    if let Some(p) = histogram_quantile(&metrics, "chaos_sink_request_duration_seconds", 0.99) {
         f.latencies.push(("sink p99 (bucket)".into(), p));
     }
     f.rss_kb = vec![("chaos-sink".into(), sink.proc.peak_rss_kb())];
@@ -195,7 +195,7 @@ async fn real_chaos_run_lands_after_influxdb_outage() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric_sum(
         &sink.metrics().await,
-        "sink_requests_total",
+        "chaos_sink_requests_total",
         &[("code", "503")],
     ) < 3.0
     {
@@ -225,7 +225,7 @@ async fn real_chaos_run_lands_after_influxdb_outage() {
         downtime.as_secs_f64(),
         metric_sum(
             &sink.metrics().await,
-            "sink_requests_total",
+            "chaos_sink_requests_total",
             &[("code", "503")]
         )
     )];

@@ -97,7 +97,7 @@ async fn neo4j_sink_replicas_with_duplicates_and_a_bolt_kill() {
     let killed_at = Instant::now();
     let delivered_at_kill = stats.delivered.load(Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while sum_over(&sinks, "sink_requests_total", &[("code", "503")]).await < 1.0 {
+    while sum_over(&sinks, "neo4j_sink_requests_total", &[("code", "503")]).await < 1.0 {
         assert!(Instant::now() < deadline, "no replica answered 503");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -174,7 +174,7 @@ async fn neo4j_sink_replicas_with_duplicates_and_a_bolt_kill() {
         ),
         format!(
             "replicas answered 503 {} times; requests per replica {:?}",
-            sum_over(&sinks, "sink_requests_total", &[("code", "503")]).await,
+            sum_over(&sinks, "neo4j_sink_requests_total", &[("code", "503")]).await,
             lb.forwarded()
         ),
     ];
@@ -325,7 +325,7 @@ async fn chaos_sink_replicas_with_duplicates_and_influxdb_stopped() {
     let stopped = Instant::now();
     post_all(&broker.url(), shuffled[split..].to_vec(), 1).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while sum_over(&sinks, "sink_requests_total", &[("code", "503")]).await < 5.0 {
+    while sum_over(&sinks, "chaos_sink_requests_total", &[("code", "503")]).await < 5.0 {
         assert!(Instant::now() < deadline, "no replica answered 503");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

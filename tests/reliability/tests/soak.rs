@@ -227,11 +227,19 @@ async fn soak() {
         ("trace→graph p99".into(), quantile(&mut e2e, 0.99)),
         ("chaos ingress p99".into(), quantile(&mut ingress_lat, 0.99)),
     ];
-    for (name, m) in [
-        ("neo4j-sink", &neo4j_metrics),
-        ("chaos-sink", &chaos_metrics),
+    for (name, m, histogram) in [
+        (
+            "neo4j-sink",
+            &neo4j_metrics,
+            "neo4j_sink_request_duration_seconds",
+        ),
+        (
+            "chaos-sink",
+            &chaos_metrics,
+            "chaos_sink_request_duration_seconds",
+        ),
     ] {
-        if let Some(p) = histogram_quantile(m, "sink_request_duration_seconds", 0.99) {
+        if let Some(p) = histogram_quantile(m, histogram, 0.99) {
             f.latencies
                 .push((format!("{name} request p99 (bucket)"), p));
         }
