@@ -9,12 +9,10 @@ pub use crate::backends::otlp::config::{TracingConfig, parse_header_list};
 pub use crate::backends::pushgateway::config::{GroupBy, PushgatewayConfig};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use shared::config::{ConfigError, Secret, redact_url};
+use shared::config::{ConfigError, Env, at_least, positive_seconds, redact_url, seconds};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-use std::time::Duration;
-use url::Url;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -91,19 +89,6 @@ impl Default for SinkSettings {
     }
 }
 
-pub(crate) fn default_localhost() -> String {
-    "localhost".into()
-}
-pub(crate) fn default_http() -> String {
-    "http".into()
-}
-pub(crate) fn default_timeout() -> f64 {
-    5.0
-}
-/// Parses a URL constant of this file (not input: a failure is a bug the unit tests catch).
-pub(crate) fn constant_url(text: &str) -> Url {
-    Url::parse(text).expect("constant URL")
-}
 fn default_max_runs() -> usize {
     10_000
 }
@@ -162,34 +147,6 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<GrafanaConfig>, D:
     d.deserialize_any(V)
 }
 
-/// Environment overrides (all optional). A backend section that is absent from the file is
-/// enabled by its URL variable.
-#[derive(Debug, Default, Deserialize)]
-struct EnvOverrides {
-    chaos_sink_influxdb_url: Option<String>,
-    chaos_sink_influxdb_database: Option<String>,
-    chaos_sink_influxdb_username: Option<String>,
-    chaos_sink_influxdb_password: Option<Secret>,
-    chaos_sink_influxdb_token: Option<Secret>,
-    chaos_sink_influxdb_org: Option<String>,
-    chaos_sink_influxdb_bucket: Option<String>,
-    chaos_sink_grafana_url: Option<String>,
-    chaos_sink_grafana_api_token: Option<Secret>,
-    chaos_sink_grafana_username: Option<String>,
-    chaos_sink_grafana_password: Option<Secret>,
-    chaos_sink_pushgateway_url: Option<String>,
-    chaos_sink_pushgateway_job: Option<String>,
-    chaos_sink_tracing_endpoint: Option<String>,
-    chaos_sink_tracing_headers: Option<Secret>,
-    chaos_sink_max_runs: Option<usize>,
-    chaos_sink_run_ttl: Option<f64>,
-    chaos_sink_run_timeout: Option<f64>,
-}
-
-fn parse_url(var: &str, value: &str) -> Result<Url, ConfigError> {
-    Url::parse(value).map_err(|e| ConfigError::invalid(var, format!("not a URL: {e}")))
-}
-
 impl Config {
     /// Loads `CHAOS_SINK_CONFIG` (if set) and applies the environment overrides.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -213,9 +170,8 @@ impl Config {
             Some(p) => Self::load(Path::new(&p))?,
             None => Config::default(),
         };
-        let env: EnvOverrides =
-            shared::config::from_vars(vars.into_iter().filter(|(k, _)| k != "CHAOS_SINK_CONFIG"))?;
-        cfg.apply_env(env)?;
+        let env = Env::from_vars(vars);
+        cfg.apply_env(&env)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -232,102 +188,26 @@ impl Config {
         Ok(cfg)
     }
 
-    fn apply_env(&mut self, env: EnvOverrides) -> Result<(), ConfigError> {
-        let influx_touched = env.chaos_sink_influxdb_url.is_some()
-            || env.chaos_sink_influxdb_database.is_some()
-            || env.chaos_sink_influxdb_bucket.is_some();
-        if influx_touched && self.influxdb.is_none() {
-            self.influxdb = Some(Config::from_yaml_section::<InfluxConfig>("{}")?);
-        }
-        if let Some(influx) = &mut self.influxdb {
-            if let Some(u) = &env.chaos_sink_influxdb_url {
-                influx.url = Some(parse_url("CHAOS_SINK_INFLUXDB_URL", u)?);
-            }
-            if let Some(v) = env.chaos_sink_influxdb_database {
-                influx.database = v;
-            }
-            if let Some(v) = env.chaos_sink_influxdb_username {
-                influx.username = Some(v);
-            }
-            if let Some(v) = env.chaos_sink_influxdb_password {
-                influx.password = Some(v);
-            }
-            if let Some(v) = env.chaos_sink_influxdb_token {
-                influx.token = Some(v);
-            }
-            if let Some(v) = env.chaos_sink_influxdb_org {
-                influx.org = Some(v);
-            }
-            if let Some(v) = env.chaos_sink_influxdb_bucket {
-                influx.bucket = Some(v);
-            }
-        }
+    /// Applies the environment overrides: each backend's own variables (see its `apply_env`), then
+    /// `CHAOS_SINK_MAX_RUNS`, `CHAOS_SINK_RUN_TTL` and `CHAOS_SINK_RUN_TIMEOUT`.
+    fn apply_env(&mut self, env: &Env) -> Result<(), ConfigError> {
+        InfluxConfig::apply_env(&mut self.influxdb, env)?;
         if let Some(g) = self.grafana_api_token.take() {
             self.grafana.push(g);
         }
-        if let Some(u) = &env.chaos_sink_grafana_url {
-            if !self.grafana.is_empty() {
-                return Err(ConfigError::invalid(
-                    "CHAOS_SINK_GRAFANA_URL",
-                    "cannot be combined with grafana servers in the config file",
-                ));
-            }
-            let mut g = Config::from_yaml_section::<GrafanaConfig>("{}")?;
-            g.url = Some(parse_url("CHAOS_SINK_GRAFANA_URL", u)?);
-            self.grafana.push(g);
-        }
-        for g in &mut self.grafana {
-            if let Some(v) = &env.chaos_sink_grafana_api_token {
-                g.api_token = Some(v.clone());
-            }
-            if let Some(v) = &env.chaos_sink_grafana_username {
-                g.username = Some(v.clone());
-            }
-            if let Some(v) = &env.chaos_sink_grafana_password {
-                g.password = Some(v.clone());
-            }
-        }
-        if let Some(u) = &env.chaos_sink_pushgateway_url {
-            let url = parse_url("CHAOS_SINK_PUSHGATEWAY_URL", u)?;
-            match &mut self.pushgateway {
-                Some(p) => p.pushgateway_url = url,
-                None => {
-                    let mut p = Config::from_yaml_section::<PushgatewayConfig>("{}")?;
-                    p.pushgateway_url = url;
-                    self.pushgateway = Some(p);
-                }
-            }
-        }
-        if let (Some(p), Some(job)) = (&mut self.pushgateway, env.chaos_sink_pushgateway_job) {
-            p.job = job;
-        }
-        if let Some(u) = &env.chaos_sink_tracing_endpoint {
-            let url = parse_url("CHAOS_SINK_TRACING_ENDPOINT", u)?;
-            if self.tracing.is_none() {
-                self.tracing = Some(Config::from_yaml_section::<TracingConfig>("{}")?);
-            }
-            if let Some(t) = &mut self.tracing {
-                t.endpoint = Some(url);
-            }
-        }
-        if let (Some(t), Some(h)) = (&mut self.tracing, &env.chaos_sink_tracing_headers) {
-            t.headers = parse_header_list(h.expose())
-                .map_err(|e| ConfigError::invalid("CHAOS_SINK_TRACING_HEADERS", e))?;
-        }
-        if let Some(v) = env.chaos_sink_max_runs {
+        GrafanaConfig::apply_env(&mut self.grafana, env)?;
+        PushgatewayConfig::apply_env(&mut self.pushgateway, env)?;
+        TracingConfig::apply_env(&mut self.tracing, env)?;
+        if let Some(v) = env.number_opt("CHAOS_SINK_MAX_RUNS", 1, usize::MAX)? {
             self.sink.max_runs = v;
         }
-        if let Some(v) = env.chaos_sink_run_ttl {
+        if let Some(v) = env.seconds("CHAOS_SINK_RUN_TTL")? {
             self.sink.run_ttl = v;
         }
-        if let Some(v) = env.chaos_sink_run_timeout {
+        if let Some(v) = env.seconds("CHAOS_SINK_RUN_TIMEOUT")? {
             self.sink.run_timeout = v;
         }
         Ok(())
-    }
-
-    fn from_yaml_section<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
-        shared::config::from_yaml_str(text, Path::new("<defaults>"))
     }
 
     /// Checks values serde cannot (combinations, ranges); errors name the key.
@@ -348,25 +228,13 @@ impl Config {
             t.validate()?;
         }
         let s = &self.sink;
-        if s.max_runs == 0 {
-            return Err(ConfigError::invalid("sink.max_runs", "must be at least 1"));
-        }
+        at_least("sink.max_runs", s.max_runs, 1)?;
         seconds("sink.run_ttl", s.run_ttl)?;
         positive_seconds("sink.run_timeout", s.run_timeout)?;
         seconds("sink.initial_backoff", s.initial_backoff)?;
         seconds("sink.retry_after", s.retry_after)?;
-        if s.batch_max_events == 0 {
-            return Err(ConfigError::invalid(
-                "sink.batch_max_events",
-                "must be at least 1",
-            ));
-        }
-        if s.queue_capacity == 0 {
-            return Err(ConfigError::invalid(
-                "sink.queue_capacity",
-                "must be at least 1",
-            ));
-        }
+        at_least("sink.batch_max_events", s.batch_max_events, 1)?;
+        at_least("sink.queue_capacity", s.queue_capacity, 1)?;
         Ok(())
     }
 
@@ -463,79 +331,6 @@ impl Config {
     }
 }
 
-/// A positive, finite number of seconds as a duration.
-pub fn seconds(key: &str, value: f64) -> Result<Duration, ConfigError> {
-    if !value.is_finite() || value < 0.0 {
-        return Err(ConfigError::invalid(
-            key,
-            "must be a non-negative number of seconds",
-        ));
-    }
-    Duration::try_from_secs_f64(value).map_err(|e| ConfigError::invalid(key, e.to_string()))
-}
-
-pub(crate) fn positive_seconds(key: &str, value: f64) -> Result<Duration, ConfigError> {
-    let d = seconds(key, value)?;
-    if d.is_zero() {
-        return Err(ConfigError::invalid(key, "must be more than 0"));
-    }
-    Ok(d)
-}
-
-/// Checks a backend's `cert_file` (`key`): readable, PEM, at least one certificate.
-pub(crate) fn check_cert_file(key: &str, path: &std::path::Path) -> Result<(), ConfigError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| ConfigError::invalid(key, format!("{}: {e}", path.display())))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| ConfigError::invalid(key, format!("not PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(ConfigError::invalid(key, "holds no certificate"));
-    }
-    Ok(())
-}
-
-pub(crate) fn check_protocol(key: &str, protocol: &str) -> Result<(), ConfigError> {
-    match protocol {
-        "http" | "https" => Ok(()),
-        other => Err(ConfigError::invalid(
-            key,
-            format!("expected \"http\" or \"https\", got {other:?}"),
-        )),
-    }
-}
-
-pub(crate) fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
-    match url.scheme() {
-        "http" | "https" if url.host().is_some() => Ok(()),
-        _ => Err(ConfigError::invalid(
-            key,
-            "must be an http(s) URL with a host",
-        )),
-    }
-}
-
-pub(crate) fn base_from_parts(
-    protocol: &str,
-    host: &str,
-    port: u16,
-) -> Result<Url, url::ParseError> {
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    };
-    Url::parse(&format!("{protocol}://{host}:{port}/"))
-}
-
-pub(crate) fn join_path(base: &Url, path: &str) -> Url {
-    let mut u = base.clone();
-    let prefix = base.path().trim_end_matches('/');
-    let path = path.trim_start_matches('/');
-    u.set_path(&format!("{prefix}/{path}"));
-    u.set_query(None);
-    u
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,10 +398,66 @@ tracing:
             Path::new("x"),
         )
         .unwrap();
-        cfg.apply_env(EnvOverrides::default()).unwrap();
+        cfg.apply_env(&Env::default()).unwrap();
         assert_eq!(cfg.grafana.len(), 2);
         assert_eq!(cfg.grafana[0].auth_kind(), GrafanaAuth::Basic);
         assert_eq!(cfg.grafana[1].auth_kind(), GrafanaAuth::Bearer);
+    }
+
+    #[test]
+    fn bad_overrides_name_the_variable_and_not_the_value() {
+        let with = |name: &str, value: &str| {
+            Config::from_vars([(name.to_owned(), value.to_owned())])
+                .unwrap_err()
+                .to_string()
+        };
+        for name in [
+            "CHAOS_SINK_INFLUXDB_URL",
+            "CHAOS_SINK_GRAFANA_URL",
+            "CHAOS_SINK_PUSHGATEWAY_URL",
+            "CHAOS_SINK_TRACING_ENDPOINT",
+        ] {
+            let e = with(name, "ftp://s3cret@host");
+            assert_eq!(
+                e,
+                format!(
+                    "environment variable {name}: must be an http:// or https:// URL with a host"
+                )
+            );
+        }
+        let e = with("CHAOS_SINK_MAX_RUNS", "0");
+        assert!(
+            e.starts_with("environment variable CHAOS_SINK_MAX_RUNS: expected a number from 1"),
+            "{e}"
+        );
+        let e = with("CHAOS_SINK_RUN_TIMEOUT", "-5");
+        assert!(
+            e.starts_with("environment variable CHAOS_SINK_RUN_TIMEOUT:"),
+            "{e}"
+        );
+        let e = with("CHAOS_SINK_RUN_TIMEOUT", "0");
+        assert_eq!(e, "sink.run_timeout: must be more than 0");
+        // Each backend's own variables enable it.
+        let cfg = Config::from_vars([
+            (
+                "CHAOS_SINK_INFLUXDB_DATABASE".to_owned(),
+                "chaos".to_owned(),
+            ),
+            (
+                "CHAOS_SINK_PUSHGATEWAY_URL".to_owned(),
+                "http://pgw:9091".to_owned(),
+            ),
+            ("CHAOS_SINK_PUSHGATEWAY_JOB".to_owned(), "ct".to_owned()),
+            ("CHAOS_SINK_RUN_TTL".to_owned(), "1.5".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(
+            cfg.influxdb.as_ref().map(|i| i.database.as_str()),
+            Some("chaos")
+        );
+        assert_eq!(cfg.pushgateway.as_ref().map(|p| p.job.as_str()), Some("ct"));
+        assert_eq!(cfg.sink.run_ttl, 1.5);
+        assert!(cfg.grafana.is_empty() && cfg.tracing.is_none());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! process environment.
 
 use serde_json::{Map, Value};
-use shared::config::{ConfigError, Secret};
+use shared::config::{ConfigError, Secret, parse_bool};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -507,15 +507,6 @@ fn str_at(v: &Value, path: &[&str]) -> Option<String> {
     scalar(cur)
 }
 
-/// Parses the boolean spellings OpenStack tools accept.
-pub fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
 fn build(name: &str, file: Option<PathBuf>, cloud: &Value) -> Result<Cloud, CloudsError> {
     let invalid = |key: &str, reason: &str| CloudsError::Invalid {
         cloud: name.to_owned(),
@@ -690,9 +681,10 @@ fn normalize_auth_url(raw: &str) -> Result<Url, String> {
         format!("{trimmed}/v3")
     };
     let url = Url::parse(&with_version).map_err(|e| format!("not a valid URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("must be an http:// or https:// URL with a host".into());
-    }
+    shared::config::check_http_url("auth_url", &url).map_err(|e| match e {
+        ConfigError::Invalid { reason, .. } => reason,
+        other => other.to_string(),
+    })?;
     Ok(url)
 }
 

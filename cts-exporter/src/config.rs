@@ -2,12 +2,11 @@
 //! additions), the command line, and the selected cloud of clouds.yaml. Every problem is reported as one
 //! line naming the variable, file or key, never echoing a value.
 
-use crate::clouds::{self, Cloud, CloudsEnv, CloudsError, parse_bool};
+use crate::clouds::{self, Cloud, CloudsEnv, CloudsError};
 use shared::cloudevent::CeOverrides;
-use shared::config::ConfigError as EnvError;
+use shared::config::{ConfigError as EnvError, Env};
 use shared::delivery::DeliveryConfig;
 use shared::retry::RetryPolicy;
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -140,41 +139,6 @@ pub struct Config {
     pub once: bool,
 }
 
-/// Variables with trimmed, non-empty values.
-struct Vars(HashMap<String, String>);
-
-impl Vars {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
-    }
-
-    fn bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => parse_bool(v).ok_or_else(|| invalid(name, "expected true or false")),
-        }
-    }
-
-    fn number<T: FromStr + PartialOrd + fmt::Display + Copy>(
-        &self,
-        name: &str,
-        default: T,
-        min: T,
-        max: T,
-    ) -> Result<T, ConfigError> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => match v.parse::<T>() {
-                Ok(n) if n >= min && n <= max => Ok(n),
-                _ => Err(invalid(
-                    name,
-                    format!("expected an integer from {min} to {max}"),
-                )),
-            },
-        }
-    }
-}
-
 impl Config {
     /// Reads the process environment, clouds.yaml and the given arguments.
     pub fn from_env(args: Args) -> Result<Self, ConfigError> {
@@ -189,7 +153,7 @@ impl Config {
         args: Args,
     ) -> Result<Self, ConfigError> {
         let raw: Vec<(String, String)> = vars.into_iter().collect();
-        let vars = Vars(raw.iter().cloned().collect());
+        let vars = Env::from_vars(raw.iter().cloned());
 
         let debug = vars.bool("OS_DEBUG", false)?;
         let tracker = vars.get("CTS_TRACKER").unwrap_or("system").to_owned();
@@ -225,20 +189,7 @@ impl Config {
                 return Err(invalid("CTS_STATE_FILE", "is a directory, not a file"));
             }
         }
-        let endpoint = match vars.get("CTS_ENDPOINT") {
-            None => None,
-            Some(v) => {
-                let url = Url::parse(v)
-                    .map_err(|e| invalid("CTS_ENDPOINT", format!("not a valid URL: {e}")))?;
-                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                    return Err(invalid(
-                        "CTS_ENDPOINT",
-                        "must be an http:// or https:// URL with a host",
-                    ));
-                }
-                Some(url)
-            }
-        };
+        let endpoint = vars.http_url("CTS_ENDPOINT")?;
         let page_size = vars.number("CTS_PAGE_SIZE", DEFAULT_PAGE_SIZE, 1, 200)?;
         let sink_concurrency =
             vars.number("CTS_SINK_CONCURRENCY", DEFAULT_SINK_CONCURRENCY, 1, 256)?;

@@ -3,12 +3,12 @@
 //! metrics, and the classification of answers for the shared retry policy.
 
 use crate::metrics::Metrics;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use shared::retry::{StatusClass, classify_status, parse_retry_after};
+use shared::retry::{StatusClass, classify_status};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use url::Url;
 
@@ -43,42 +43,27 @@ pub struct TransportError {
     pub message: String,
 }
 
-/// An HTTP answer, body read.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// Status code.
-    pub status: StatusCode,
-    /// Response headers.
-    pub headers: HeaderMap,
-    /// Body.
-    pub body: Vec<u8>,
+/// An IAM/CTS answer, body read (the shared [`shared::http::Reply`]).
+pub use shared::http::Reply;
+
+/// What OTC error bodies say, read off a [`Reply`].
+pub trait OtcErrorBody {
+    /// A one-line summary of an OTC error body: `CTS.0300: message` (CTS, API gateway) or
+    /// `401 Unauthorized: message` (Keystone), cut as [`shared::http::snippet`] cuts.
+    fn error_summary(&self) -> String;
+    /// The OTC error code (`error_code`, or Keystone's `error.code`), if the body has one.
+    fn error_code(&self) -> Option<String>;
 }
 
-impl Reply {
-    /// The server's `Retry-After`, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()))
-    }
-
-    /// A one-line summary of an OTC error body: `CTS.0300: message` (CTS, API gateway) or
-    /// `401 Unauthorized: message` (Keystone), cut to 300 characters.
-    pub fn error_summary(&self) -> String {
+impl OtcErrorBody for Reply {
+    fn error_summary(&self) -> String {
         let parsed: Option<Value> = serde_json::from_slice(&self.body).ok();
-        let text = match parsed {
-            Some(v) => otc_error(&v),
-            None => None,
-        }
-        .unwrap_or_else(|| {
-            String::from_utf8_lossy(&self.body[..self.body.len().min(300)])
-                .trim()
-                .to_owned()
-        });
-        let mut text: String = text.chars().take(300).collect();
+        let text = match parsed.as_ref().and_then(otc_error) {
+            Some(text) => shared::http::snippet(text.as_bytes()),
+            None => self.snippet(),
+        };
         if text.is_empty() {
-            text = self
+            return self
                 .status
                 .canonical_reason()
                 .unwrap_or("no body")
@@ -87,8 +72,7 @@ impl Reply {
         text
     }
 
-    /// The OTC error code (`error_code`, or Keystone's `error.code`), if the body has one.
-    pub fn error_code(&self) -> Option<String> {
+    fn error_code(&self) -> Option<String> {
         let v: Value = serde_json::from_slice(&self.body).ok()?;
         let code = v
             .get("error_code")
@@ -169,31 +153,26 @@ impl Http {
         debug: bool,
         metrics: Metrics,
     ) -> Result<Self, ClientError> {
-        shared::tls::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("cts-exporter/", env!("CARGO_PKG_VERSION")));
+        let mut settings =
+            shared::http::ClientSettings::new("cts-exporter", env!("CARGO_PKG_VERSION"), timeout);
         if !verify {
             tracing::warn!(
                 "TLS certificates of IAM and CTS are not verified (clouds.yaml verify: false or insecure: true, or OS_INSECURE): use cacert / OS_CACERT for a private CA instead"
             );
-            builder = builder.tls_danger_accept_invalid_certs(true);
+            settings.accept_invalid_certs = true;
         }
         if let Some(path) = cacert {
             let pem = std::fs::read(path)
                 .map_err(|e| ClientError(format!("cacert: cannot read {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ClientError(format!(
-                    "cacert: {} is not a PEM bundle: {e}",
-                    path.display()
-                ))
-            })?;
-            builder = builder.tls_certs_merge(certs);
+            settings = settings.trusting(Some(pem));
         }
-        let client = builder
-            .build()
-            .map_err(|e| ClientError(format!("HTTP client: {e}")))?;
+        let client = settings.build().map_err(|e| match e {
+            shared::http::ClientError::Build(e) => ClientError(e),
+            pem => ClientError(format!(
+                "cacert: {}: {pem}",
+                cacert.map_or_else(String::new, |p| p.display().to_string())
+            )),
+        })?;
         Ok(Self {
             client,
             debug,
@@ -230,18 +209,7 @@ impl Http {
             request = request.body(body);
         }
         let shown = shared::config::redact_url(url);
-        let result = async {
-            let response = request.send().await?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response.bytes().await?.to_vec();
-            Ok::<_, reqwest::Error>(Reply {
-                status,
-                headers,
-                body,
-            })
-        }
-        .await;
+        let result = async { Reply::read(request.send().await?).await }.await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {
             Ok(reply) => {
@@ -293,7 +261,7 @@ mod tests {
         Reply {
             status: StatusCode::from_u16(status).unwrap(),
             headers: HeaderMap::new(),
-            body: body.as_bytes().to_vec(),
+            body: body.to_owned().into(),
         }
     }
 
@@ -330,6 +298,11 @@ mod tests {
         assert_eq!(r.error_code().as_deref(), Some("401"));
         assert_eq!(reply(502, "bad gateway").error_summary(), "bad gateway");
         assert_eq!(reply(503, "").error_summary(), "Service Unavailable");
-        assert_eq!(reply(500, &"x".repeat(1000)).error_summary().len(), 300);
+        let long = reply(500, &"x".repeat(1000)).error_summary();
+        assert_eq!(
+            long.chars().count(),
+            shared::http::SNIPPET_CHARS + 1,
+            "{long}"
+        );
     }
 }

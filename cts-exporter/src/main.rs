@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     // Printing events (`CTS_X_PNP=false`), standard output is the data: the logs go to standard error.
     let printing = std::env::var("CTS_X_PNP")
         .ok()
-        .and_then(|v| cts_exporter::clouds::parse_bool(&v))
+        .and_then(|v| shared::config::parse_bool(&v))
         == Some(false);
     let logs = if printing {
         shared::telemetry::LogOutput::Stderr

@@ -112,7 +112,7 @@ fn bad_configuration_exits_2_with_one_line_naming_the_problem() {
         (
             with_file(&[("K_SINK", "http://x"), ("CTS_PAGE_SIZE", "500")]),
             &[],
-            "environment variable CTS_PAGE_SIZE: expected an integer from 1 to 200",
+            "environment variable CTS_PAGE_SIZE: expected a number from 1 to 200",
             dir.path(),
         ),
         (

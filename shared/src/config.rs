@@ -1,11 +1,18 @@
-//! Configuration loading: environment variables through `envy`, YAML files through `serde-saphyr`,
-//! and [`Secret`] for values that must never be printed.
+//! Configuration loading and its vocabulary, one pattern for every service: a typed struct read from the
+//! environment ([`Env`] for variable-by-variable reading, [`from_vars`] through `envy`) or a YAML file
+//! (`serde-saphyr`), then validated with the checks here ([`http_url`], [`seconds`], [`Env::number`]'s
+//! ranges, [`check_pem_file`]); every error names the variable or key and never echoes its value. [`Secret`]
+//! holds values that must never be printed.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
 use thiserror::Error;
+use url::Url;
 
 /// A configuration problem, naming the variable, file or key at fault.
 #[derive(Debug, Error)]
@@ -140,6 +147,187 @@ pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// Environment variables read one by one, each problem an [`ConfigError::InvalidEnv`] naming the variable.
+/// A variable set to an empty (or blank) value counts as unset.
+#[derive(Debug, Clone, Default)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    /// The process environment.
+    pub fn from_process() -> Self {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Given name/value pairs (tests, layered sources).
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Self {
+        Env(vars.into_iter().collect())
+    }
+
+    /// The value, trimmed; `None` when unset or blank.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off` (any case); `default` when unset.
+    pub fn bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => parse_bool(v).ok_or_else(|| invalid_env(name, "expected true or false")),
+        }
+    }
+
+    /// A number from `min` to `max`; `default` when unset.
+    pub fn number<T: FromStr + PartialOrd + fmt::Display + Copy>(
+        &self,
+        name: &str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> Result<T, ConfigError> {
+        Ok(self.number_opt(name, min, max)?.unwrap_or(default))
+    }
+
+    /// A number from `min` to `max`; `None` when unset.
+    pub fn number_opt<T: FromStr + PartialOrd + fmt::Display + Copy>(
+        &self,
+        name: &str,
+        min: T,
+        max: T,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => match v.parse::<T>() {
+                Ok(n) if n >= min && n <= max => Ok(Some(n)),
+                _ => Err(invalid_env(
+                    name,
+                    format!("expected a number from {min} to {max}"),
+                )),
+            },
+        }
+    }
+
+    /// A non-negative number of seconds (fractions allowed); `None` when unset.
+    pub fn seconds(&self, name: &str) -> Result<Option<f64>, ConfigError> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| invalid_env(name, "expected a non-negative number of seconds"))
+            })
+            .transpose()
+    }
+
+    /// An `http://` or `https://` URL with a host; `None` when unset.
+    pub fn http_url(&self, name: &str) -> Result<Option<Url>, ConfigError> {
+        self.get(name)
+            .map(|v| {
+                http_url(name, v).map_err(|e| match e {
+                    ConfigError::Invalid { key, reason } => {
+                        ConfigError::InvalidEnv { var: key, reason }
+                    }
+                    other => other,
+                })
+            })
+            .transpose()
+    }
+
+    /// The value as a [`Secret`]; `None` when unset.
+    pub fn secret(&self, name: &str) -> Option<Secret> {
+        self.get(name).map(Secret::new)
+    }
+
+    /// Any [`FromStr`] value, its error text as the reason; `None` when unset.
+    pub fn parse<T: FromStr>(&self, name: &str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        self.get(name)
+            .map(|v| v.parse::<T>().map_err(|e| invalid_env(name, e.to_string())))
+            .transpose()
+    }
+
+    /// Every name/value pair (for readers that take the whole environment, such as [`from_vars`]).
+    pub fn pairs(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.0.iter().map(|(k, v)| (k.clone(), v.clone()))
+    }
+}
+
+fn invalid_env(var: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidEnv {
+        var: var.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`, any case and surrounding blanks.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses `raw` as an `http://` or `https://` URL with a host; errors name `key`.
+pub fn http_url(key: &str, raw: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw.trim())
+        .map_err(|e| ConfigError::invalid(key, format!("not a valid URL: {e}")))?;
+    check_http_url(key, &url)?;
+    Ok(url)
+}
+
+/// Checks that `url` is `http://` or `https://` with a host; errors name `key`.
+pub fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        _ => Err(ConfigError::invalid(
+            key,
+            "must be an http:// or https:// URL with a host",
+        )),
+    }
+}
+
+/// A non-negative, finite number of seconds as a duration; errors name `key`.
+pub fn seconds(key: &str, value: f64) -> Result<Duration, ConfigError> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(ConfigError::invalid(
+            key,
+            "must be a non-negative number of seconds",
+        ));
+    }
+    Duration::try_from_secs_f64(value).map_err(|e| ConfigError::invalid(key, e.to_string()))
+}
+
+/// Like [`seconds`], and more than 0.
+pub fn positive_seconds(key: &str, value: f64) -> Result<Duration, ConfigError> {
+    let d = seconds(key, value)?;
+    if d.is_zero() {
+        return Err(ConfigError::invalid(key, "must be more than 0"));
+    }
+    Ok(d)
+}
+
+/// Checks that `value` is at least `min`; errors name `key`.
+pub fn at_least<T: PartialOrd + fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+) -> Result<T, ConfigError> {
+    if value < min {
+        return Err(ConfigError::invalid(key, format!("must be at least {min}")));
+    }
+    Ok(value)
+}
+
+/// Checks a CA file named by `key`: readable, PEM, at least one certificate.
+pub fn check_pem_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::invalid(key, format!("{}: {e}", path.display())))?;
+    crate::http::roots_from_pem(&pem).map_err(|e| ConfigError::invalid(key, e.to_string()))?;
+    Ok(())
 }
 
 /// Parses YAML text; `origin` names the source in errors.
@@ -284,6 +472,58 @@ mod tests {
         host: String,
         port: u16,
         token: Option<Secret>,
+    }
+
+    #[test]
+    fn env_reads_each_variable_and_names_it_in_errors() {
+        let env = Env::from_vars(vars(&[
+            ("N", " 42 "),
+            ("BLANK", "  "),
+            ("B", "Yes"),
+            ("U", "https://h.example:8443/x"),
+            ("NOHOST", "http://"),
+            ("S", "0.25"),
+            ("PW", "hunter2"),
+        ]));
+        assert_eq!(env.get("BLANK"), None);
+        assert_eq!(env.number("N", 1u32, 1, 100).unwrap(), 42);
+        assert_eq!(env.number("MISSING", 7u32, 1, 100).unwrap(), 7);
+        let e = env.number("N", 1u32, 1, 10).unwrap_err().to_string();
+        assert_eq!(e, "environment variable N: expected a number from 1 to 10");
+        assert!(env.bool("B", false).unwrap());
+        assert!(
+            env.bool("PW", false)
+                .unwrap_err()
+                .to_string()
+                .starts_with("environment variable PW:")
+        );
+        assert_eq!(env.http_url("U").unwrap().unwrap().port(), Some(8443));
+        let e = env.http_url("NOHOST").unwrap_err().to_string();
+        assert!(e.starts_with("environment variable NOHOST:"), "{e}");
+        let e = env.http_url("PW").unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert_eq!(env.seconds("S").unwrap(), Some(0.25));
+        assert!(env.seconds("B").is_err());
+        assert_eq!(format!("{:?}", env.secret("PW")), "Some(\"***\")");
+    }
+
+    #[test]
+    fn durations_and_urls_are_checked_once() {
+        assert_eq!(seconds("k", 1.5).unwrap(), Duration::from_millis(1500));
+        assert!(seconds("k", f64::NAN).is_err());
+        assert_eq!(
+            positive_seconds("k", 0.0).unwrap_err().to_string(),
+            "k: must be more than 0"
+        );
+        assert!(http_url("k", "unix:///run/x.sock").is_err());
+        assert_eq!(
+            http_url("k", " http://a:1/ ").unwrap().as_str(),
+            "http://a:1/"
+        );
+        assert_eq!(
+            at_least("k", 0, 1).unwrap_err().to_string(),
+            "k: must be at least 1"
+        );
     }
 
     #[test]

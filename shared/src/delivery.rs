@@ -5,16 +5,15 @@
 
 use crate::cloudevent::{CeOverrides, EncodeError, EncodedRequest, Event, Mode};
 use crate::config::{self, ConfigError};
+use crate::http::{ClientError, ClientSettings, Reply};
 use crate::metrics::{LATENCY_BUCKETS, register};
-use crate::retry::{
-    Failure, RetryError, RetryPolicy, StatusClass, classify_status, parse_retry_after,
-};
+use crate::retry::{Failure, RetryError, RetryPolicy, StatusClass};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use url::Url;
 
@@ -137,17 +136,10 @@ impl DeliveryConfig {
 
 /// Parses a sink URL: absolute, http or https, with a host.
 pub fn parse_sink(raw: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(raw.trim()).map_err(|e| ConfigError::InvalidEnv {
+    let env = crate::config::Env::from_vars([("K_SINK".to_owned(), raw.to_owned())]);
+    env.http_url("K_SINK")?.ok_or(ConfigError::MissingEnv {
         var: "K_SINK".into(),
-        reason: format!("not a valid URL: {e}"),
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(ConfigError::InvalidEnv {
-            var: "K_SINK".into(),
-            reason: "must be an http:// or https:// URL with a host".into(),
-        });
-    }
-    Ok(url)
+    })
 }
 
 /// Why an event was not delivered.
@@ -267,26 +259,14 @@ impl TokenCache {
 impl Sender {
     /// Builds the HTTP client (with the extra CA, if any).
     pub fn new(config: DeliveryConfig) -> Result<Self, DeliveryError> {
-        crate::tls::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .user_agent(concat!("cts-knative/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &config.ca_certs_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
-                DeliveryError::Client(format!("K_CA_CERTS is not a PEM bundle: {e}"))
-            })?;
-            if certs.is_empty() {
-                return Err(DeliveryError::Client(
-                    "K_CA_CERTS holds no certificate".into(),
-                ));
-            }
-            builder = builder.tls_certs_merge(certs);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| DeliveryError::Client(e.to_string()))?;
+        let mut settings =
+            ClientSettings::new("cts-knative", env!("CARGO_PKG_VERSION"), config.timeout)
+                .trusting(config.ca_certs_pem.as_ref().map(|p| p.as_bytes()));
+        settings.pool_max_idle_per_host = Some(config.pool_max_idle_per_host);
+        let client = settings.build().map_err(|e| match e {
+            ClientError::Build(e) => DeliveryError::Client(e),
+            pem => DeliveryError::Client(format!("K_CA_CERTS {pem}")),
+        })?;
         let token = Arc::new(TokenCache::new(
             config.oidc_token_path.clone(),
             config.oidc_token_max_age,
@@ -379,16 +359,12 @@ impl Sender {
             // Connect errors, timeouts, resets: the sink may be starting or overloaded.
             Err(e) => return Err(Failure::transient(transport_error(&e))),
         };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         // Read the body (so the connection is reused) but keep only its start for errors.
-        let body = response.bytes().await.unwrap_or_default();
-        let snippet = || String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
-        match classify_status(status) {
+        let reply = Reply::read_lenient(response).await;
+        let status = reply.status.as_u16();
+        let snippet = || reply.snippet();
+        let retry_after = reply.retry_after();
+        match reply.class() {
             StatusClass::Success => Ok(Delivered {
                 status,
                 attempts: attempt + 1,

@@ -1,5 +1,7 @@
-//! The backends, one module each (Vector-like: `config` is in [`crate::config`], `encoding` turns
-//! events into the backend's wire format, `service` talks to it and keeps its per-run state).
+//! The backends, one module each (Vector-like: `config` is its section of the YAML file, its environment
+//! overrides and its validation; `encoding` turns events into the backend's wire format; `service` talks
+//! to it and keeps its per-run state; `sweep` finds its open runs). [`settings`] holds what the sections
+//! share; [`crate::config`] only composes them.
 //!
 //! Every backend runs in its own task behind a bounded queue ([`BackendHandle`]): the handler
 //! hands it the events of a request and waits for one [`Outcome`] per event. The task takes every
@@ -10,6 +12,7 @@ pub mod grafana;
 pub mod influxdb;
 pub mod otlp;
 pub mod pushgateway;
+pub mod settings;
 
 use crate::events::ChaosEvent;
 use crate::metrics::{BackendCounters, SinkMetrics};
@@ -17,13 +20,11 @@ use crate::run_timeout::Sweep;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
-use reqwest::header::RETRY_AFTER;
-use shared::retry::{
-    Failure, RetryError, RetryPolicy, StatusClass, classify_status, parse_retry_after,
-};
+use shared::http::{ClientSettings, Reply};
+use shared::retry::{Failure, RetryError, RetryPolicy, StatusClass};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -409,24 +410,6 @@ impl From<CallError> for Outcome {
     }
 }
 
-/// A response that passed: status and body.
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// Body.
-    pub body: bytes::Bytes,
-}
-
-fn short(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    let mut s: String = text.chars().take(200).collect();
-    if text.chars().count() > 200 {
-        s.push('…');
-    }
-    s
-}
-
 /// Sends a request built by `build` with the sink's retry policy: connection errors and the
 /// Knative-retryable statuses are retried (honouring `Retry-After`), 401/403 and exhausted retries
 /// make the backend unavailable, other 4xx reject the data. `what` names the call in logs.
@@ -459,18 +442,14 @@ pub async fn call(
                         }));
                     }
                 };
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                let body = resp.bytes().await.unwrap_or_default();
-                match classify_status(status) {
-                    StatusClass::Success => Ok(Reply { status, body }),
+                let reply = Reply::read_lenient(resp).await;
+                let status = reply.status.as_u16();
+                let retry_after = reply.retry_after();
+                match reply.class() {
+                    StatusClass::Success => Ok(reply),
                     StatusClass::Retryable => Err(Failure::Transient {
                         error: CallError::Unavailable {
-                            reason: format!("HTTP {status}: {}", short(&body)),
+                            reason: format!("HTTP {status}: {}", reply.snippet()),
                             retry_after,
                         },
                         retry_after,
@@ -479,13 +458,13 @@ pub async fn call(
                         Err(Failure::Permanent(CallError::Unavailable {
                             reason: format!(
                                 "HTTP {status} (check the credentials): {}",
-                                short(&body)
+                                reply.snippet()
                             ),
                             retry_after: None,
                         }))
                     }
                     StatusClass::Permanent => Err(Failure::Permanent(CallError::Rejected(
-                        format!("HTTP {status}: {}", short(&body)),
+                        format!("HTTP {status}: {}", reply.snippet()),
                     ))),
                 }
             }
@@ -540,20 +519,13 @@ pub fn read_cert_file(
         .transpose()
 }
 
-/// Builds an HTTP client with the sink's user agent, a timeout and optional extra CA certificates.
+/// Builds a backend's HTTP client: the sink's user agent, a timeout, and the backend's `cert_file` CAs.
 pub fn http_client(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
-    shared::tls::install_crypto_provider();
-    let mut b = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .pool_max_idle_per_host(32)
-        .user_agent(concat!("chaos-sink/", env!("CARGO_PKG_VERSION")));
-    if let Some(pem) = ca_pem {
-        let certs =
-            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("not PEM: {e}"))?;
-        b = b.tls_certs_merge(certs);
-    }
-    b.build().map_err(|e| e.to_string())
+    let mut settings =
+        ClientSettings::new("chaos-sink", env!("CARGO_PKG_VERSION"), timeout).trusting(ca_pem);
+    settings.connect_timeout = timeout.min(Duration::from_secs(5));
+    settings.pool_max_idle_per_host = Some(32);
+    settings.build().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub mod signing;
 pub mod token;
 
 use crate::clouds::{Cloud, Credentials};
-use crate::http::{Http, Outcome, Reply, Service, TransportError, classify};
+use crate::http::{Http, OtcErrorBody, Outcome, Reply, Service, TransportError, classify};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::Value;

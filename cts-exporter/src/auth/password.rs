@@ -7,7 +7,7 @@
 
 use super::{AuthError, IdentityFacts, refused};
 use crate::clouds::{Cloud, DomainRef, UserRef};
-use crate::http::{Http, Outcome, Service, classify};
+use crate::http::{Http, OtcErrorBody, Outcome, Service, classify};
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};

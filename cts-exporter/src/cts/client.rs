@@ -9,7 +9,7 @@ use crate::auth::catalog::CtsUrls;
 use crate::auth::signing::encode_query;
 use crate::auth::{Auth, AuthError};
 use crate::config::CtsApi;
-use crate::http::{Http, Outcome, Service, TransportError, classify};
+use crate::http::{Http, OtcErrorBody, Outcome, Service, TransportError, classify};
 use crate::window::Window;
 use reqwest::Method;
 use reqwest::header::HeaderMap;

@@ -2,13 +2,13 @@
 //! `username`/`password`, `cert_file`, `dashboardId`, `only_actions`, `tags`,
 //! `annotation_api_endpoint`) plus `url`, `dashboardUID` and `panelId`.
 
-use crate::config::{
-    base_from_parts, check_http_url, check_protocol, default_http, default_localhost,
-    default_timeout, join_path, positive_seconds,
+use crate::backends::settings::{
+    base_from_parts, check_protocol, default_http, default_localhost, default_timeout, defaults,
+    join_path,
 };
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
-use shared::config::{ConfigError, Secret, redact_url};
+use shared::config::{ConfigError, Env, Secret, check_http_url, positive_seconds, redact_url};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +77,37 @@ pub enum GrafanaAuth {
     None,
 }
 
+/// The variables that override the list: `CHAOS_SINK_GRAFANA_URL` (one server, only when the file has
+/// none), `CHAOS_SINK_GRAFANA_API_TOKEN`, `_USERNAME`, `_PASSWORD` (for every server).
+impl GrafanaConfig {
+    /// Applies the `CHAOS_SINK_GRAFANA_*` variables to the servers of the file.
+    pub fn apply_env(servers: &mut Vec<Self>, env: &Env) -> Result<(), ConfigError> {
+        if let Some(url) = env.http_url("CHAOS_SINK_GRAFANA_URL")? {
+            if !servers.is_empty() {
+                return Err(ConfigError::invalid(
+                    "CHAOS_SINK_GRAFANA_URL",
+                    "cannot be combined with grafana servers in the config file",
+                ));
+            }
+            let mut g: GrafanaConfig = defaults()?;
+            g.url = Some(url);
+            servers.push(g);
+        }
+        for g in servers.iter_mut() {
+            if let Some(v) = env.secret("CHAOS_SINK_GRAFANA_API_TOKEN") {
+                g.api_token = Some(v);
+            }
+            if let Some(v) = env.get("CHAOS_SINK_GRAFANA_USERNAME") {
+                g.username = Some(v.to_owned());
+            }
+            if let Some(v) = env.secret("CHAOS_SINK_GRAFANA_PASSWORD") {
+                g.password = Some(v);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl GrafanaConfig {
     /// The server's base URL.
     pub fn base_url(&self) -> Result<Url, ConfigError> {
@@ -132,7 +163,7 @@ impl GrafanaConfig {
             ));
         }
         if let Some(path) = &self.cert_file {
-            crate::config::check_cert_file(&format!("{key}.cert_file"), path)?;
+            shared::config::check_pem_file(&format!("{key}.cert_file"), path)?;
         }
         positive_seconds(&format!("{key}.timeout"), self.timeout)?;
         self.annotations_url()?;

@@ -6,7 +6,7 @@
 //! `status:<status>`, `outcome:<outcome>`, `deviated:<bool>`, `phase:<phase>`. Times are the events'
 //! own (epoch ms), and a region never ends before it starts.
 
-use crate::config::GrafanaConfig;
+use super::config::GrafanaConfig;
 use crate::events::{
     ActivityFinished, ActivityStatus, ChaosEvent, ExperimentFinished, ExperimentStarted, epoch_ms,
 };

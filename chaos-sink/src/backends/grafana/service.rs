@@ -10,10 +10,10 @@
 //! are several with the key, keeps the lowest id and deletes its own if it is not that one. Ids grow
 //! with creation time, so the later creator always sees the earlier annotation and gives way.
 
+use super::config::{GrafanaAuth, GrafanaConfig};
 use super::encoding::{TIMED_OUT_TAG, Target, run_tag};
 use super::sweep::Sweeper;
 use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
-use crate::config::{GrafanaAuth, GrafanaConfig};
 use crate::events::{ActivityType, ChaosEvent, EventKind, epoch_ms};
 use crate::metrics::BackendCounters;
 use crate::run_timeout::{Sweep, sweep_of};

@@ -1,12 +1,12 @@
 //! The `influxdb` section: chaosdb's keys (`host`, `port`, `http_endpoint`, `database`) plus
 //! `url`, v1 credentials, the v2 API (`token`, `org`, `bucket`) and `precision`.
 
-use crate::config::{
-    base_from_parts, check_http_url, check_protocol, default_http, default_localhost,
-    default_timeout, join_path, positive_seconds,
+use crate::backends::settings::{
+    base_from_parts, check_protocol, default_http, default_localhost, default_timeout, defaults,
+    join_path,
 };
 use serde::{Deserialize, Serialize};
-use shared::config::{ConfigError, Secret, redact_url};
+use shared::config::{ConfigError, Env, Secret, check_http_url, positive_seconds, redact_url};
 use std::fmt;
 use std::time::Duration;
 use url::Url;
@@ -117,6 +117,42 @@ pub struct InfluxConfig {
     pub timeout: f64,
 }
 
+/// The variables that override the section: `CHAOS_SINK_INFLUXDB_URL`, `_DATABASE`, `_USERNAME`,
+/// `_PASSWORD`, `_TOKEN`, `_ORG`, `_BUCKET`. The URL, the database or the bucket enables a section the
+/// file does not have.
+impl InfluxConfig {
+    /// Applies the `CHAOS_SINK_INFLUXDB_*` variables to `section`.
+    pub fn apply_env(section: &mut Option<Self>, env: &Env) -> Result<(), ConfigError> {
+        let url = env.http_url("CHAOS_SINK_INFLUXDB_URL")?;
+        let enables = url.is_some()
+            || env.get("CHAOS_SINK_INFLUXDB_DATABASE").is_some()
+            || env.get("CHAOS_SINK_INFLUXDB_BUCKET").is_some();
+        if enables && section.is_none() {
+            *section = Some(defaults()?);
+        }
+        let Some(influx) = section else {
+            return Ok(());
+        };
+        if url.is_some() {
+            influx.url = url;
+        }
+        if let Some(v) = env.get("CHAOS_SINK_INFLUXDB_DATABASE") {
+            influx.database = v.to_owned();
+        }
+        let text = |name: &str| env.get(name).map(str::to_owned);
+        influx.username = text("CHAOS_SINK_INFLUXDB_USERNAME").or(influx.username.take());
+        influx.password = env
+            .secret("CHAOS_SINK_INFLUXDB_PASSWORD")
+            .or(influx.password.take());
+        influx.token = env
+            .secret("CHAOS_SINK_INFLUXDB_TOKEN")
+            .or(influx.token.take());
+        influx.org = text("CHAOS_SINK_INFLUXDB_ORG").or(influx.org.take());
+        influx.bucket = text("CHAOS_SINK_INFLUXDB_BUCKET").or(influx.bucket.take());
+        Ok(())
+    }
+}
+
 impl InfluxConfig {
     /// The API in use.
     pub fn api(&self) -> InfluxApi {
@@ -172,7 +208,7 @@ impl InfluxConfig {
         }
         positive_seconds("influxdb.timeout", self.timeout)?;
         if let Some(p) = &self.cert_file {
-            crate::config::check_cert_file("influxdb.cert_file", p)?;
+            shared::config::check_pem_file("influxdb.cert_file", p)?;
         }
         if self.batch_size == 0 {
             return Err(ConfigError::invalid(

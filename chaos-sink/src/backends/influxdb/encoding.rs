@@ -14,7 +14,7 @@
 //! The started and finished points of an experiment share their time and tags but not their
 //! fields, so they merge into one point in either arrival order.
 
-use crate::config::Precision;
+use super::config::Precision;
 use crate::events::{ActivityType, ChaosEvent, EventKind, Provider};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::fmt::Write as _;

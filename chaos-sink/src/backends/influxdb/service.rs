@@ -1,10 +1,10 @@
 //! Writes batches of line protocol to InfluxDB: v1 `POST /write?db=` (Basic auth when a user is
 //! configured) or v2 `POST /api/v2/write?org=&bucket=` (`Authorization: Token`).
 
+use super::config::{InfluxApi, InfluxConfig, Precision};
 use super::encoding;
 use super::sweep::Sweeper;
 use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
-use crate::config::{InfluxApi, InfluxConfig, Precision};
 use crate::events::ChaosEvent;
 use crate::metrics::BackendCounters;
 use crate::run_timeout::{Sweep, sweep_of};

@@ -1,10 +1,10 @@
 //! The `tracing` section: OTLP/HTTP `endpoint` and `headers`, with chaostoolkit-opentracing's
 //! keys accepted (and the unsupported ones refused with a message).
 
-use crate::config::{check_http_url, constant_url, default_timeout, join_path, positive_seconds};
+use crate::backends::settings::{constant_url, default_timeout, defaults, join_path};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
-use shared::config::{ConfigError, Secret, redact_url};
+use shared::config::{ConfigError, Env, Secret, check_http_url, positive_seconds, redact_url};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -50,6 +50,27 @@ pub struct TracingConfig {
     /// Request timeout, seconds (default 5).
     #[serde(default = "default_timeout")]
     pub timeout: f64,
+}
+
+/// The variables that override the section: `CHAOS_SINK_TRACING_ENDPOINT` (enables it) and
+/// `CHAOS_SINK_TRACING_HEADERS` (`key=value,key=value`, a secret).
+impl TracingConfig {
+    /// Applies the `CHAOS_SINK_TRACING_*` variables to `section`.
+    pub fn apply_env(section: &mut Option<Self>, env: &Env) -> Result<(), ConfigError> {
+        if let Some(url) = env.http_url("CHAOS_SINK_TRACING_ENDPOINT")? {
+            if section.is_none() {
+                *section = Some(defaults()?);
+            }
+            if let Some(t) = section.as_mut() {
+                t.endpoint = Some(url);
+            }
+        }
+        if let (Some(t), Some(h)) = (section.as_mut(), env.secret("CHAOS_SINK_TRACING_HEADERS")) {
+            t.headers = parse_header_list(h.expose())
+                .map_err(|e| ConfigError::invalid("CHAOS_SINK_TRACING_HEADERS", e))?;
+        }
+        Ok(())
+    }
 }
 
 impl TracingConfig {
@@ -111,7 +132,7 @@ impl TracingConfig {
         }
         positive_seconds("tracing.timeout", self.timeout)?;
         if let Some(p) = &self.cert_file {
-            crate::config::check_cert_file("tracing.cert_file", p)?;
+            shared::config::check_pem_file("tracing.cert_file", p)?;
         }
         Ok(())
     }

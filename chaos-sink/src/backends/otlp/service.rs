@@ -1,9 +1,9 @@
 //! Exports spans over OTLP/HTTP protobuf (`POST {endpoint}`, `application/x-protobuf`), each span
 //! once per run (the exported ones are remembered per run; their ids are deterministic anyway).
 
+use super::config::TracingConfig;
 use super::encoding::{ROOT, encode, request, span_key, span_of, unfinished_root};
 use crate::backends::{CallError, Outcome, Probe, Service, call, http_client};
-use crate::config::TracingConfig;
 use crate::events::{ChaosEvent, EventKind, ExperimentStarted};
 use crate::metrics::BackendCounters;
 use crate::state::{RunLimits, RunMap};

@@ -1,9 +1,11 @@
 //! The `pushgateway` section: chaostoolkit-prometheus's control arguments (`pushgateway_url`,
 //! `job`, `grouping_key`) plus grouping, expiry, flushing and auth.
 
-use crate::config::{check_http_url, constant_url, default_timeout, positive_seconds, seconds};
+use crate::backends::settings::{constant_url, default_timeout, defaults};
 use serde::{Deserialize, Serialize};
-use shared::config::{ConfigError, Secret, redact_url};
+use shared::config::{
+    ConfigError, Env, Secret, check_http_url, positive_seconds, redact_url, seconds,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -71,6 +73,28 @@ pub struct PushgatewayConfig {
 /// `delete_after` of `group_by: run` when the configuration does not set it.
 pub const DEFAULT_RUN_GROUP_DELETE_AFTER: f64 = 3600.0;
 
+/// The variables that override the section: `CHAOS_SINK_PUSHGATEWAY_URL` (enables it) and
+/// `CHAOS_SINK_PUSHGATEWAY_JOB`.
+impl PushgatewayConfig {
+    /// Applies the `CHAOS_SINK_PUSHGATEWAY_*` variables to `section`.
+    pub fn apply_env(section: &mut Option<Self>, env: &Env) -> Result<(), ConfigError> {
+        if let Some(url) = env.http_url("CHAOS_SINK_PUSHGATEWAY_URL")? {
+            match section {
+                Some(p) => p.pushgateway_url = url,
+                None => {
+                    let mut p: PushgatewayConfig = defaults()?;
+                    p.pushgateway_url = url;
+                    *section = Some(p);
+                }
+            }
+        }
+        if let (Some(p), Some(job)) = (section.as_mut(), env.get("CHAOS_SINK_PUSHGATEWAY_JOB")) {
+            p.job = job.to_owned();
+        }
+        Ok(())
+    }
+}
+
 impl PushgatewayConfig {
     /// Seconds after a run finished when its group is deleted (0: kept), the default applied.
     pub fn delete_after_seconds(&self) -> f64 {
@@ -104,7 +128,7 @@ impl PushgatewayConfig {
         seconds("pushgateway.flush_interval", self.flush_interval)?;
         positive_seconds("pushgateway.timeout", self.timeout)?;
         if let Some(p) = &self.cert_file {
-            crate::config::check_cert_file("pushgateway.cert_file", p)?;
+            shared::config::check_pem_file("pushgateway.cert_file", p)?;
         }
         if self.username.is_some() != self.password.is_some() {
             return Err(ConfigError::invalid(

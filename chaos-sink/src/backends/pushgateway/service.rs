@@ -12,10 +12,10 @@
 //! The service's task only renders bodies and keeps the state: it takes new batches (and answers
 //! start and activity events) while pushes are in flight.
 
+use super::config::{GroupBy, PushgatewayConfig};
 use super::encoding::{ActivityRecord, RunMetrics, group_segment, render};
 use super::sweep::Sweeper;
 use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
-use crate::config::{GroupBy, PushgatewayConfig};
 use crate::events::{ChaosEvent, EventKind};
 use crate::metrics::BackendCounters;
 use crate::run_timeout::{Sweep, sweep_of};

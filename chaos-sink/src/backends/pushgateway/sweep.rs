@@ -5,8 +5,8 @@
 //! is gone). A group with in-progress 1 and an outcome (a late duplicate `started` pushed by a
 //! process that never saw the end) gets in-progress 0 again.
 
+use super::config::GroupBy;
 use super::service::url_at;
-use crate::config::GroupBy;
 use crate::run_timeout::{FindRuns, FoundRun, get_json};
 use chrono::{DateTime, Utc};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
