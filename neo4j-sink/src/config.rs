@@ -1,8 +1,7 @@
 //! The sink's settings, from the environment (`NEO4J_*`); the HTTP side is the scaffold's
 //! [`shared::server::ServerConfig`] (`PORT`, ...).
 
-use serde::Deserialize;
-use shared::config::{self, ConfigError, Secret};
+use shared::config::{ConfigError, Env, Secret};
 use std::fmt;
 use std::time::Duration;
 
@@ -68,42 +67,6 @@ impl Default for Neo4jConfig {
     }
 }
 
-#[derive(Deserialize)]
-struct Neo4jEnv {
-    neo4j_uri: Option<String>,
-    neo4j_user: Option<String>,
-    neo4j_password: Option<Secret>,
-    neo4j_database: Option<String>,
-    neo4j_batch_size: Option<usize>,
-    neo4j_batch_timeout_ms: Option<u64>,
-    neo4j_queue_capacity: Option<usize>,
-    neo4j_connect_timeout_ms: Option<u64>,
-    neo4j_tx_timeout_ms: Option<u64>,
-    neo4j_max_connections: Option<usize>,
-    neo4j_retry_after_secs: Option<u64>,
-    neo4j_node_cache_secs: Option<u64>,
-}
-
-fn non_blank(v: Option<String>) -> Option<String> {
-    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
-}
-
-fn within<T: PartialOrd + fmt::Display + Copy>(
-    var: &str,
-    value: T,
-    min: T,
-    max: T,
-) -> Result<T, ConfigError> {
-    if value < min || value > max {
-        Err(ConfigError::InvalidEnv {
-            var: var.into(),
-            reason: format!("must be between {min} and {max}"),
-        })
-    } else {
-        Ok(value)
-    }
-}
-
 /// Checks a Bolt URI: one of the schemes neo4rs speaks, with a host.
 pub fn check_uri(raw: &str) -> Result<(), ConfigError> {
     let invalid = |reason: String| ConfigError::InvalidEnv {
@@ -145,47 +108,43 @@ impl Neo4jConfig {
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
         vars: I,
     ) -> Result<Self, ConfigError> {
-        let env: Neo4jEnv = config::from_vars(vars)?;
+        let env = Env::from_vars(vars);
         let mut cfg = Self::default();
-        if let Some(uri) = non_blank(env.neo4j_uri) {
-            check_uri(&uri)?;
-            cfg.uri = uri;
+        if let Some(uri) = env.get("NEO4J_URI") {
+            check_uri(uri)?;
+            cfg.uri = uri.to_owned();
         }
-        if let Some(user) = non_blank(env.neo4j_user) {
-            cfg.user = user;
+        if let Some(user) = env.get("NEO4J_USER") {
+            cfg.user = user.to_owned();
         }
-        if let Some(password) = env.neo4j_password {
-            cfg.password = password;
+        // A password is taken as given (blanks included); unset or empty means none.
+        if let Some((_, password)) = env.pairs().find(|(k, _)| k == "NEO4J_PASSWORD") {
+            cfg.password = Secret::new(password);
         }
-        cfg.database = non_blank(env.neo4j_database);
-        if let Some(n) = env.neo4j_batch_size {
-            cfg.batch_size = within("NEO4J_BATCH_SIZE", n, 1, 10_000)?;
-        }
-        if let Some(ms) = env.neo4j_batch_timeout_ms {
-            cfg.batch_timeout =
-                Duration::from_millis(within("NEO4J_BATCH_TIMEOUT_MS", ms, 0, 10_000)?);
-        }
-        if let Some(n) = env.neo4j_queue_capacity {
-            cfg.queue_capacity = within("NEO4J_QUEUE_CAPACITY", n, 1, 1_000_000)?;
-        }
-        if let Some(ms) = env.neo4j_connect_timeout_ms {
-            cfg.connect_timeout =
-                Duration::from_millis(within("NEO4J_CONNECT_TIMEOUT_MS", ms, 100, 600_000)?);
-        }
-        if let Some(ms) = env.neo4j_tx_timeout_ms {
-            cfg.tx_timeout =
-                Duration::from_millis(within("NEO4J_TX_TIMEOUT_MS", ms, 100, 600_000)?);
-        }
-        if let Some(n) = env.neo4j_max_connections {
-            cfg.max_connections = within("NEO4J_MAX_CONNECTIONS", n, 1, 256)?;
-        }
-        if let Some(s) = env.neo4j_retry_after_secs {
-            cfg.retry_after = Duration::from_secs(within("NEO4J_RETRY_AFTER_SECS", s, 1, 3600)?);
-        }
-        if let Some(s) = env.neo4j_node_cache_secs {
-            cfg.node_cache_ttl =
-                Duration::from_secs(within("NEO4J_NODE_CACHE_SECS", s, 0, 86_400)?);
-        }
+        cfg.database = env.get("NEO4J_DATABASE").map(str::to_owned);
+        let millis = |name: &str, default: Duration, min: u64, max: u64| {
+            let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+            env.number(name, default, min, max)
+                .map(Duration::from_millis)
+        };
+        let secs = |name: &str, default: Duration, min: u64, max: u64| {
+            env.number(name, default.as_secs(), min, max)
+                .map(Duration::from_secs)
+        };
+        cfg.batch_size = env.number("NEO4J_BATCH_SIZE", cfg.batch_size, 1, 10_000)?;
+        cfg.batch_timeout = millis("NEO4J_BATCH_TIMEOUT_MS", cfg.batch_timeout, 0, 10_000)?;
+        cfg.queue_capacity =
+            env.number("NEO4J_QUEUE_CAPACITY", cfg.queue_capacity, 1, 1_000_000)?;
+        cfg.connect_timeout = millis(
+            "NEO4J_CONNECT_TIMEOUT_MS",
+            cfg.connect_timeout,
+            100,
+            600_000,
+        )?;
+        cfg.tx_timeout = millis("NEO4J_TX_TIMEOUT_MS", cfg.tx_timeout, 100, 600_000)?;
+        cfg.max_connections = env.number("NEO4J_MAX_CONNECTIONS", cfg.max_connections, 1, 256)?;
+        cfg.retry_after = secs("NEO4J_RETRY_AFTER_SECS", cfg.retry_after, 1, 3600)?;
+        cfg.node_cache_ttl = secs("NEO4J_NODE_CACHE_SECS", cfg.node_cache_ttl, 0, 86_400)?;
         Ok(cfg)
     }
 }
