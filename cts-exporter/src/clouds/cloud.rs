@@ -263,7 +263,7 @@ impl Doc<'_> {
         let auth_type = self.get(&["auth_type"]).map(|t| t.to_ascii_lowercase());
         match auth_type.as_deref() {
             Some("token" | "v3token") => self
-                .token()?
+                .token()
                 .ok_or_else(|| self.invalid("auth.token", "auth_type token needs a token")),
             Some("aksk" | "v3aksk") => self.aksk(),
             Some("password" | "v3password") => self.password(has_user_domain),
