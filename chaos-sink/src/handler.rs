@@ -5,7 +5,7 @@ use crate::backends::grafana::GrafanaService;
 use crate::backends::influxdb::InfluxService;
 use crate::backends::otlp::OtlpService;
 use crate::backends::pushgateway::PushgatewayService;
-use crate::backends::{BackendHandle, Outcome, retry_policy};
+use crate::backends::{BackendHandle, Outcome, SetupError, retry_policy};
 use crate::config::Config;
 use crate::events::{ChaosEvent, EventError, from_cloudevent};
 use crate::metrics::SinkMetrics;
@@ -71,15 +71,15 @@ fn spawn_health_checks(monitors: Vec<crate::backends::BackendMonitor>, health: &
 
 impl ChaosHandler {
     /// Builds every enabled backend and starts its task (call inside a Tokio runtime).
-    pub fn new(cfg: &Config, registry: &Registry) -> Result<Self, String> {
-        let metrics = SinkMetrics::new(registry).map_err(|e| e.to_string())?;
+    pub fn new(cfg: &Config, registry: &Registry) -> Result<Self, SetupError> {
+        let metrics = SinkMetrics::new(registry)?;
         let limits = RunLimits {
             max_runs: cfg.sink.max_runs,
-            ttl: seconds("sink.run_ttl", cfg.sink.run_ttl).map_err(|e| e.to_string())?,
+            ttl: seconds("sink.run_ttl", cfg.sink.run_ttl)?,
         };
         let policy = retry_policy(
             cfg.sink.max_retries,
-            seconds("sink.initial_backoff", cfg.sink.initial_backoff).map_err(|e| e.to_string())?,
+            seconds("sink.initial_backoff", cfg.sink.initial_backoff)?,
         );
         let queue = cfg.sink.queue_capacity;
         let max_batch = cfg.sink.batch_max_events;
@@ -134,8 +134,9 @@ impl ChaosHandler {
             ));
         }
         if backends.len() > MAX_BACKENDS {
-            return Err(format!(
-                "at most {MAX_BACKENDS} backends (Grafana servers included)"
+            return Err(SetupError::invalid(
+                "grafana",
+                format!("at most {MAX_BACKENDS} backends (Grafana servers included)"),
             ));
         }
         let health = Arc::new(Health::default());
@@ -157,8 +158,7 @@ impl ChaosHandler {
                 }
             });
         }
-        let run_timeout = positive_seconds("sink.run_timeout", cfg.sink.run_timeout)
-            .map_err(|e| e.to_string())?;
+        let run_timeout = positive_seconds("sink.run_timeout", cfg.sink.run_timeout)?;
         let watch = Arc::new(RunWatch::new(run_timeout, limits));
         let sweeps: Vec<(String, Sweep)> = backends
             .iter()
@@ -169,8 +169,7 @@ impl ChaosHandler {
             deliveries,
             watch: watch.clone(),
             metrics,
-            retry_after: seconds("sink.retry_after", cfg.sink.retry_after)
-                .map_err(|e| e.to_string())?,
+            retry_after: seconds("sink.retry_after", cfg.sink.retry_after)?,
         });
         spawn_run_timeout(Arc::downgrade(&core), watch, sweeps);
         Ok(Self { core, health })

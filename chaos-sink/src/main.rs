@@ -89,7 +89,6 @@ async fn serve(config: Config, server: ServerConfig) -> Result<(), Failure> {
     let registry = shared::metrics::service_registry("chaos_sink", env!("CARGO_PKG_VERSION"));
     let handler = Arc::new(
         ChaosHandler::new(&config, &registry)
-            .map_err(anyhow::Error::msg)
             .context("cannot set up the backends")
             .map_err(Failure::Config)?,
     );

@@ -30,32 +30,46 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-/// Why the exporter could not start.
+/// Why the exporter could not start (or, from [`crate::run`], why a run ended before polling).
 #[derive(Debug, Error)]
 pub enum StartError {
-    /// A configuration problem found while starting (a CA file, the state file): exit 2.
-    #[error("{0}")]
-    Config(String),
+    /// The metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// `METRICS_PORT` cannot be listened on.
+    #[error("METRICS_PORT {port}: cannot listen: {source}")]
+    Listen {
+        /// The port.
+        port: u16,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state file cannot be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The IAM/CTS client cannot be built (a CA file).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The delivery client cannot be built (`K_CA_CERTS`).
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
     /// Authentication or the endpoint look-up failed.
     #[error("{0}")]
     Auth(#[from] AuthError),
 }
 
-impl From<StateError> for StartError {
-    fn from(e: StateError) -> Self {
-        StartError::Config(e.to_string())
-    }
-}
-
-impl From<ClientError> for StartError {
-    fn from(e: ClientError) -> Self {
-        StartError::Config(e.to_string())
-    }
-}
-
-impl From<DeliveryError> for StartError {
-    fn from(e: DeliveryError) -> Self {
-        StartError::Config(e.to_string())
+impl StartError {
+    /// The process exit code: 2 for configuration (TLS trust included), 4 when IAM stayed unavailable
+    /// (`--once`), 3 when it refused.
+    pub fn exit_code(&self) -> u8 {
+        use shared::cli::exit;
+        match self {
+            StartError::Auth(AuthError::Tls(_)) => exit::CONFIG,
+            StartError::Auth(e) if e.is_transient() => exit::INCOMPLETE,
+            StartError::Auth(_) => exit::AUTH,
+            StartError::Listen { .. } => exit::RUNTIME,
+            _ => exit::CONFIG,
+        }
     }
 }
 
@@ -148,9 +162,7 @@ impl Output {
     ) -> Result<Self, StartError> {
         match &config.delivery {
             Some(d) if config.push => {
-                let sender = Sender::new(d.clone())?
-                    .with_metrics(registry)
-                    .map_err(|e| StartError::Config(format!("metrics: {e}")))?;
+                let sender = Sender::new(d.clone())?.with_metrics(registry)?;
                 Ok(Output::Push(Box::new(sender)))
             }
             _ => Ok(Output::stdout(config.overrides.clone())),
@@ -164,8 +176,7 @@ impl Exporter {
         config: &Config,
         registry: &prometheus::Registry,
     ) -> Result<Self, StartError> {
-        let metrics =
-            Metrics::new(registry).map_err(|e| StartError::Config(format!("metrics: {e}")))?;
+        let metrics = Metrics::new(registry)?;
         let output = Arc::new(Output::from_config(config, registry)?);
         Self::start(config, metrics, output).await
     }

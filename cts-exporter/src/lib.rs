@@ -26,7 +26,6 @@ mod testutil;
 pub use config::{Args, CLI, Config, CtsApi, HELP};
 pub use exporter::{Exporter, Progress, Report, StartError};
 
-use crate::auth::AuthError;
 use crate::metrics::Metrics;
 use crate::output::Output;
 use futures_util::FutureExt;
@@ -35,46 +34,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use thiserror::Error;
 
 /// Exit codes of the binary: the table every service shares.
 pub use shared::cli::exit;
 
-/// Why a run ended before polling.
-#[derive(Debug, Error)]
-pub enum RunError {
-    /// A configuration problem found while starting.
-    #[error("{0}")]
-    Config(String),
-    /// IAM refused, or (with `--once`) stayed unavailable.
-    #[error("{0}")]
-    Auth(AuthError),
-}
-
-impl RunError {
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            RunError::Config(_) | RunError::Auth(AuthError::Tls(_)) => exit::CONFIG,
-            RunError::Auth(e) if e.is_transient() => exit::INCOMPLETE,
-            RunError::Auth(_) => exit::AUTH,
-        }
-    }
-}
-
-impl From<StartError> for RunError {
-    fn from(e: StartError) -> Self {
-        match e {
-            StartError::Config(m) => RunError::Config(m),
-            StartError::Auth(a) => RunError::Auth(a),
-        }
-    }
-}
-
 /// Runs the exporter as configured until `shutdown` resolves (polling) or the work is done (`--once`):
 /// serves the operations endpoints on `METRICS_PORT`, authenticates (retrying while IAM is unavailable,
 /// unless `--once`), then polls.
-pub async fn run<F>(config: Config, shutdown: F) -> Result<Report, RunError>
+pub async fn run<F>(config: Config, shutdown: F) -> Result<Report, StartError>
 where
     F: Future<Output = ()>,
 {
@@ -88,11 +55,11 @@ where
                 registry.clone(),
                 ready.clone(),
             )
-            .map_err(|e| RunError::Config(format!("METRICS_PORT {port}: cannot listen: {e}")))?,
+            .map_err(|source| StartError::Listen { port, source })?,
         ),
         None => None,
     };
-    let metrics = Metrics::new(&registry).map_err(|e| RunError::Config(format!("metrics: {e}")))?;
+    let metrics = Metrics::new(&registry)?;
     let output = Arc::new(Output::from_config(&config, &registry)?);
 
     let mut backoff = shared::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
@@ -122,7 +89,7 @@ where
                 if let Some(ops) = ops {
                     ops.stop().await;
                 }
-                return Err(e.into());
+                return Err(e);
             }
         }
     };

@@ -22,7 +22,9 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use shared::http::{ClientSettings, Reply};
 use shared::retry::{Failure, RetryError, RetryPolicy, StatusClass};
+use std::fmt;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -510,22 +512,77 @@ pub fn get_probe(
     })
 }
 
-/// Reads a backend's `cert_file` (the CA to trust besides the system's roots and `SSL_CERT_FILE`).
-pub fn read_cert_file(
-    key: &str,
-    path: Option<&std::path::Path>,
-) -> Result<Option<Vec<u8>>, String> {
-    path.map(|p| std::fs::read(p).map_err(|e| format!("{key}.cert_file {}: {e}", p.display())))
-        .transpose()
+/// Why a backend cannot be set up. Names the config key; never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The backend's `cert_file` cannot be read.
+    #[error("{key}.cert_file {}: {source}", path.display())]
+    CertFile {
+        /// The backend's section (`influxdb`, `grafana[0]`).
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The backend's HTTP client cannot be built (its `cert_file` is not a CA bundle).
+    #[error("{key}.cert_file: {source}")]
+    Client {
+        /// The backend's section.
+        key: String,
+        /// Why.
+        source: shared::http::ClientError,
+    },
+    /// A value that cannot go where it must (credentials that are not header-safe, a URL).
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key at fault.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A setting out of range.
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
+    /// The sink's metrics cannot be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
-/// Builds a backend's HTTP client: the sink's user agent, a timeout, and the backend's `cert_file` CAs.
-pub fn http_client(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+impl SetupError {
+    /// A value that cannot be used, under `key`.
+    pub fn invalid(key: impl Into<String>, reason: impl fmt::Display) -> Self {
+        SetupError::Invalid {
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Builds the HTTP client of the backend under `key`: the sink's user agent, `timeout` (connect at most
+/// 5 s), and the CAs of its `cert_file` trusted besides the system's roots and `SSL_CERT_FILE`'s.
+pub fn backend_client(
+    key: &str,
+    timeout: Duration,
+    cert_file: Option<&Path>,
+) -> Result<reqwest::Client, SetupError> {
+    let ca = cert_file
+        .map(|path| {
+            std::fs::read(path).map_err(|source| SetupError::CertFile {
+                key: key.to_owned(),
+                path: path.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
     let mut settings =
-        ClientSettings::new("chaos-sink", env!("CARGO_PKG_VERSION"), timeout).trusting(ca_pem);
+        ClientSettings::new("chaos-sink", env!("CARGO_PKG_VERSION"), timeout).trusting(ca);
     settings.connect_timeout = timeout.min(Duration::from_secs(5));
     settings.pool_max_idle_per_host = Some(32);
-    settings.build().map_err(|e| e.to_string())
+    settings.build().map_err(|source| SetupError::Client {
+        key: key.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

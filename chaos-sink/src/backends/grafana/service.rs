@@ -13,7 +13,9 @@
 use super::config::{GrafanaAuth, GrafanaConfig};
 use super::encoding::{TIMED_OUT_TAG, Target, run_tag};
 use super::sweep::Sweeper;
-use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
+use crate::backends::{
+    CallError, Outcome, Probe, Service, SetupError, backend_client, call, get_probe,
+};
 use crate::events::{ActivityType, ChaosEvent, EventKind, epoch_ms};
 use crate::metrics::BackendCounters;
 use crate::run_timeout::{Sweep, sweep_of};
@@ -93,10 +95,9 @@ impl GrafanaService {
         limits: RunLimits,
         policy: RetryPolicy,
         counters: BackendCounters,
-    ) -> Result<Self, String> {
-        let ca = crate::backends::read_cert_file(name, cfg.cert_file.as_deref())?;
-        let client = http_client(cfg.timeout(), ca.as_deref())?;
-        let url = cfg.annotations_url().map_err(|e| e.to_string())?;
+    ) -> Result<Self, SetupError> {
+        let client = backend_client(name, cfg.timeout(), cfg.cert_file.as_deref())?;
+        let url = cfg.annotations_url()?;
         let auth = match cfg.auth_kind() {
             GrafanaAuth::Basic => {
                 let user = cfg.username.clone().unwrap_or_default();
@@ -117,7 +118,7 @@ impl GrafanaService {
         }
         .map(|v| {
             HeaderValue::from_str(&v)
-                .map_err(|_| format!("{name}: credentials are not header-safe"))
+                .map_err(|_| SetupError::invalid(name, "credentials are not header-safe"))
         })
         .transpose()?;
         let mut probe_url = url.clone();

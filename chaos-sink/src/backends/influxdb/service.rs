@@ -4,7 +4,9 @@
 use super::config::{InfluxApi, InfluxConfig, Precision};
 use super::encoding;
 use super::sweep::Sweeper;
-use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
+use crate::backends::{
+    CallError, Outcome, Probe, Service, SetupError, backend_client, call, get_probe,
+};
 use crate::events::ChaosEvent;
 use crate::metrics::BackendCounters;
 use crate::run_timeout::{Sweep, sweep_of};
@@ -34,10 +36,9 @@ impl InfluxService {
         cfg: &InfluxConfig,
         policy: RetryPolicy,
         counters: BackendCounters,
-    ) -> Result<Self, String> {
-        let ca = crate::backends::read_cert_file("influxdb", cfg.cert_file.as_deref())?;
-        let client = http_client(cfg.timeout(), ca.as_deref())?;
-        let write_url = cfg.write_url().map_err(|e| e.to_string())?;
+    ) -> Result<Self, SetupError> {
+        let client = backend_client("influxdb", cfg.timeout(), cfg.cert_file.as_deref())?;
+        let write_url = cfg.write_url()?;
         let auth = match cfg.api() {
             InfluxApi::V1 => match (&cfg.username, &cfg.password) {
                 (Some(u), Some(p)) => {
@@ -53,7 +54,7 @@ impl InfluxService {
                 .map(|t| header_value(&format!("Token {}", t.expose())))
                 .transpose()?,
         };
-        let base = cfg.base_url().map_err(|e| e.to_string())?;
+        let base = cfg.base_url()?;
         let probe = match cfg.api() {
             // `SHOW DATABASES`: authenticated when credentials are set, and the database must exist
             // (a missing one makes every write fail with 404).
@@ -158,9 +159,13 @@ fn database_probe(
     })
 }
 
-fn header_value(s: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(s)
-        .map_err(|_| "credentials contain characters not allowed in a header".into())
+fn header_value(s: &str) -> Result<HeaderValue, SetupError> {
+    HeaderValue::from_str(s).map_err(|_| {
+        SetupError::invalid(
+            "influxdb",
+            "credentials contain characters not allowed in a header",
+        )
+    })
 }
 
 fn join(base: &Url, path: &str) -> Url {

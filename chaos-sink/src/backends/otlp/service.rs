@@ -3,7 +3,7 @@
 
 use super::config::TracingConfig;
 use super::encoding::{ROOT, encode, request, span_key, span_of, unfinished_root};
-use crate::backends::{CallError, Outcome, Probe, Service, call, http_client};
+use crate::backends::{CallError, Outcome, Probe, Service, SetupError, backend_client, call};
 use crate::events::{ChaosEvent, EventKind, ExperimentStarted};
 use crate::metrics::BackendCounters;
 use crate::state::{RunLimits, RunMap};
@@ -46,15 +46,19 @@ impl OtlpService {
         limits: RunLimits,
         policy: RetryPolicy,
         counters: BackendCounters,
-    ) -> Result<Self, String> {
-        let ca = crate::backends::read_cert_file("tracing", cfg.cert_file.as_deref())?;
-        let client = http_client(cfg.timeout(), ca.as_deref())?;
+    ) -> Result<Self, SetupError> {
+        let client = backend_client("tracing", cfg.timeout(), cfg.cert_file.as_deref())?;
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("tracing.headers.{k}: not a header name"))?;
-            let value = HeaderValue::from_str(v.expose())
-                .map_err(|_| format!("tracing.headers.{k}: value not allowed in a header"))?;
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                SetupError::invalid(format!("tracing.headers.{k}"), "not a header name")
+            })?;
+            let value = HeaderValue::from_str(v.expose()).map_err(|_| {
+                SetupError::invalid(
+                    format!("tracing.headers.{k}"),
+                    "value not allowed in a header",
+                )
+            })?;
             headers.insert(name, value);
         }
         Ok(Self {

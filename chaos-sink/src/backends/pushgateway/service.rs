@@ -15,7 +15,9 @@
 use super::config::{GroupBy, PushgatewayConfig};
 use super::encoding::{ActivityRecord, RunMetrics, group_segment, render};
 use super::sweep::Sweeper;
-use crate::backends::{CallError, Outcome, Probe, Service, call, get_probe, http_client};
+use crate::backends::{
+    CallError, Outcome, Probe, Service, SetupError, backend_client, call, get_probe,
+};
 use crate::events::{ChaosEvent, EventKind};
 use crate::metrics::BackendCounters;
 use crate::run_timeout::{Sweep, sweep_of};
@@ -161,17 +163,15 @@ impl PushgatewayService {
         limits: RunLimits,
         policy: RetryPolicy,
         counters: BackendCounters,
-    ) -> Result<Self, String> {
-        let ca = crate::backends::read_cert_file("pushgateway", cfg.cert_file.as_deref())?;
-        let client = http_client(cfg.timeout(), ca.as_deref())?;
+    ) -> Result<Self, SetupError> {
+        let client = backend_client("pushgateway", cfg.timeout(), cfg.cert_file.as_deref())?;
         let auth = match (&cfg.username, &cfg.password) {
             (Some(u), Some(p)) => {
                 let enc =
                     base64::engine::general_purpose::STANDARD.encode(format!("{u}:{}", p.expose()));
-                Some(
-                    HeaderValue::from_str(&format!("Basic {enc}"))
-                        .map_err(|_| "pushgateway credentials are not header-safe".to_owned())?,
-                )
+                Some(HeaderValue::from_str(&format!("Basic {enc}")).map_err(|_| {
+                    SetupError::invalid("pushgateway", "credentials are not header-safe")
+                })?)
             }
             _ => None,
         };
