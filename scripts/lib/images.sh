@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Container images with podman, on machines where the public base images cannot be pulled (CI): the four
-# services' images from docker/Dockerfile's real runtime stage, on a Debian 12 stand-in for
+# services' images from deploy/Dockerfile's real runtime stage, on a Debian 12 stand-in for
 # gcr.io/distroless/cc-debian12 (the files of the same Debian packages, the same nonroot user 65532), with
 # release binaries built here (BINARY_FROM=host).
 #
@@ -87,7 +87,7 @@ images_base() {
 }
 
 # images_build [SERVICE...]: release binaries (cargo), stripped into a staged context, and one image each from
-# docker/Dockerfile with BINARY_FROM=host and RUNTIME_BASE=IMAGES_BASE, tagged IMAGES_PREFIX/SERVICE:IMAGES_TAG.
+# deploy/Dockerfile with BINARY_FROM=host and RUNTIME_BASE=IMAGES_BASE, tagged IMAGES_PREFIX/SERVICE:IMAGES_TAG.
 images_build() {
   local services=("$@") ctx s args=()
   [ ${#services[@]} -gt 0 ] || services=("${IMAGES_SERVICES[@]}")
@@ -95,13 +95,13 @@ images_build() {
   images_log "cargo build --release ${args[*]}"
   (cd "$IMAGES_ROOT" && cargo build --release --locked "${args[@]}" --bins)
   ctx=$(mktemp -d "${TMPDIR:-/tmp}/images-ctx.XXXXXX")
-  mkdir -p "$ctx/target/release" "$ctx/docker/state"
+  mkdir -p "$ctx/target/release" "$ctx/deploy/state"
   local target=${CARGO_TARGET_DIR:-$IMAGES_ROOT/target}
   for s in "${services[@]}"; do
     # As the Dockerfile's build stage does (CARGO_PROFILE_RELEASE_STRIP=symbols).
     strip --strip-all -o "$ctx/target/release/$s" "$target/release/$s"
     images_log "podman build $IMAGES_PREFIX/$s:$IMAGES_TAG"
-    podman build -q -f "$IMAGES_ROOT/docker/Dockerfile" --build-arg SERVICE="$s" --build-arg BINARY_FROM=host \
+    podman build -q -f "$IMAGES_ROOT/deploy/Dockerfile" --build-arg SERVICE="$s" --build-arg BINARY_FROM=host \
       --build-arg RUNTIME_BASE="$IMAGES_BASE" -t "$IMAGES_PREFIX/$s:$IMAGES_TAG" "$ctx" >/dev/null
   done
   rm -rf "$ctx"

@@ -48,7 +48,7 @@ stack_install_python() {
   export TEST_PYTHON="$STACK_VENV/bin/python"
 }
 
-# Manifest validation tools (tests/manifests): docker-compose v1 from Debian to check docker-compose.yml offline
+# Manifest validation tools (tests/manifests): docker-compose v1 from Debian to check deploy/compose.yaml offline
 # (no recommends: they would pull in docker.io, containerd and runc), and the npm packages pinned by
 # tests/manifests/package-lock.json (npm ci into tests/manifests/node_modules, reinstalled when the lock changes).
 # kubectl (kubectl kustomize) comes with the machine image; kubernetes-validate with the venv.

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests of k8s/, docker-compose.yml, docker/ and deploy/grafana/ (a module of its own,
+"""Helpers shared by the tests of k8s/, deploy/compose.yaml, docker/ and deploy/grafana/ (a module of its own,
 not conftest, so the other pytest directories' conftest modules cannot clash with it)."""
 
 import os

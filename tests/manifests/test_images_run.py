@@ -1,4 +1,4 @@
-"""The images, built and run: every service's container from docker/Dockerfile's runtime stage (built by
+"""The images, built and run: every service's container from deploy/Dockerfile's runtime stage (built by
 ``scripts/images`` with podman, on a Debian 12 stand-in for distroless/cc: the public base images cannot be
 pulled here), run as the Kubernetes manifests say (their env, uid 65532, read-only root filesystem, no
 capabilities, no privilege escalation), against the real servers of ``scripts/test``:

@@ -1,5 +1,5 @@
-"""docker-compose.yml: valid for docker-compose (config -q, offline, no engine needed), and wired as documented:
-the three services built from docker/Dockerfile, otc-sim feeding the exporter, the real upstream backends."""
+"""deploy/compose.yaml: valid for docker-compose (config -q, offline, no engine needed), and wired as documented:
+the three services built from deploy/Dockerfile, otc-sim feeding the exporter, the real upstream backends."""
 
 import shutil
 import subprocess
@@ -25,22 +25,22 @@ def compose_exe():
 def compose(compose_exe):
     """The resolved configuration (anchors merged, variables interpolated with their defaults)."""
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    p = subprocess.run([compose_exe, "-f", "docker-compose.yml", "--profile", "debug", "config"], cwd=REPO,
+    p = subprocess.run([compose_exe, "-f", "deploy/compose.yaml", "--profile", "debug", "config"], cwd=REPO,
                        capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr
     return yaml.safe_load(p.stdout)
 
 
 def test_compose_file_is_valid(compose_exe):
-    p = subprocess.run([compose_exe, "-f", "docker-compose.yml", "config", "-q"], cwd=REPO,
+    p = subprocess.run([compose_exe, "-f", "deploy/compose.yaml", "config", "-q"], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
 
 
 def test_the_validator_rejects_a_broken_file(compose_exe, tmp_path):
-    text = (REPO / "docker-compose.yml").read_text().replace("    ports:\n", "    portz:\n", 1)
-    (tmp_path / "docker-compose.yml").write_text(text)
-    p = subprocess.run([compose_exe, "-f", str(tmp_path / "docker-compose.yml"), "config", "-q"],
+    text = (REPO / "deploy/compose.yaml").read_text().replace("    ports:\n", "    portz:\n", 1)
+    (tmp_path / "compose.yaml").write_text(text)
+    p = subprocess.run([compose_exe, "-f", str(tmp_path / "compose.yaml"), "config", "-q"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "portz" in p.stderr
 
@@ -58,7 +58,7 @@ def test_services(compose):
 def test_our_services_are_built_and_hardened(compose):
     for name in OURS:
         s = compose["services"][name]
-        assert s["build"]["dockerfile"] == "docker/Dockerfile" and s["build"]["args"]["SERVICE"] == name
+        assert s["build"]["dockerfile"] == "deploy/Dockerfile" and s["build"]["args"]["SERVICE"] == name
         assert s["image"] == f"dev.local/cts-knative/{name}:0.1.0"
         assert s["read_only"] is True and s["user"] == "65532:65532" and s["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in s["security_opt"]

@@ -1,5 +1,5 @@
 """The services accept the configuration the manifests give them: each binary is started with the environment
-and files of its rendered Kubernetes object (docker-compose.yml's for chaos-sink too) and must come up
+and files of its rendered Kubernetes object (deploy/compose.yaml's for chaos-sink too) and must come up
 (/healthz 200) instead of exiting 2 on a bad variable or YAML key. Backend addresses are rewritten to closed
 loopback ports, so nothing leaves the machine; the binaries are the debug builds cargo test leaves in target/."""
 
@@ -110,7 +110,7 @@ def test_chaos_sink_accepts_its_manifest(overlays, tmp_path):
 
 def test_chaos_sink_accepts_the_compose_config(tmp_path):
     exe = debug_binary("chaos-sink")
-    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((REPO / "deploy/compose.yaml").read_text())
     env = {k: str(v) for k, v in compose["services"]["chaos-sink"]["environment"].items()
            if "${" not in str(v) and not k.startswith("OTEL_")}
     env["CHAOS_SINK_GRAFANA_PASSWORD"] = "dummy-password"

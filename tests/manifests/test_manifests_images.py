@@ -1,4 +1,4 @@
-"""docker/Dockerfile and .dockerignore as text, and against the workspace it builds from (test_images_run.py
+"""deploy/Dockerfile and .dockerignore as text, and against the workspace it builds from (test_images_run.py
 builds the images with podman and runs them)."""
 
 import re
@@ -9,7 +9,7 @@ import yaml
 
 from manifest_helpers import REPO
 
-DOCKERFILE = REPO / "docker/Dockerfile"
+DOCKERFILE = REPO / "deploy/Dockerfile"
 
 
 def stages():
@@ -72,7 +72,7 @@ def test_every_service_the_dockerfile_accepts_is_a_workspace_binary():
     binaries = workspace_binaries()
     assert accepted == {"cts-exporter", "neo4j-sink", "chaos-sink", "otc-sim"}
     assert accepted <= set(binaries), binaries
-    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((REPO / "deploy/compose.yaml").read_text())
     built = {s["build"]["args"]["SERVICE"] for s in compose["services"].values() if "build" in s}
     assert built == accepted
 
