@@ -239,9 +239,9 @@ async fn backend_batches(sink: &Sink) -> std::collections::BTreeMap<String, (f64
         let v: f64 = value.parse().unwrap_or(0.0);
         let e = out.entry(backend.to_owned()).or_insert((0.0, 0.0, 0.0));
         match metric {
-            "chaos_sink_backend_batch_duration_seconds_sum" => e.0 = v,
-            "chaos_sink_backend_batch_duration_seconds_count" => e.1 = v,
-            "chaos_sink_backend_batch_events_sum" => e.2 = v,
+            "chaos_sink_batch_duration_seconds_sum" => e.0 = v,
+            "chaos_sink_batch_duration_seconds_count" => e.1 = v,
+            "chaos_sink_batch_events_sum" => e.2 = v,
             _ => {}
         }
     }

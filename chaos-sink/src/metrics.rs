@@ -1,11 +1,9 @@
-//! The sink's own metrics on `/metrics` (next to the scaffold's `sink_*`): per backend written,
-//! rejected, failed, retried, latency, batch size and health; events by type; runs tracked.
+//! The sink's own metrics on `/metrics` (next to the scaffold's and the group-commit queue's, all
+//! `chaos_sink_*`): per backend written, rejected, failed, retried and health; events by type; runs
+//! tracked. Batch sizes, durations and queued events are the shared queue's ([`shared::batch`]).
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
-};
-use shared::metrics::{LATENCY_BUCKETS, register};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use shared::metrics::register;
 
 /// All chaos-sink metrics.
 #[derive(Clone)]
@@ -14,9 +12,9 @@ pub struct SinkMetrics {
     rejected: IntCounterVec,
     failed: IntCounterVec,
     retried: IntCounterVec,
-    latency: HistogramVec,
-    batch_size: HistogramVec,
     up: IntGaugeVec,
+    /// The group-commit queue's metrics, one series per backend.
+    pub batch: shared::batch::BatchMetrics,
     /// Chaos Toolkit events received, by type (`ignored` for other types).
     pub events: IntCounterVec,
     /// Runs held in the delivery state.
@@ -38,10 +36,6 @@ pub struct BackendCounters {
     pub failed: IntCounter,
     /// Retried calls.
     pub retried: IntCounter,
-    /// Time to process one batch.
-    pub latency: Histogram,
-    /// Events per batch.
-    pub batch_size: Histogram,
     /// 1 when the last batch or readiness check succeeded.
     pub up: IntGauge,
 }
@@ -65,20 +59,7 @@ impl SinkMetrics {
                 "Events a backend did not take (answered 503, Knative retries).",
             )?,
             retried: by_backend("backend_retries_total", "Backend calls retried.")?,
-            latency: HistogramVec::new(
-                HistogramOpts::new(
-                    "backend_batch_duration_seconds",
-                    "Time a backend took for one batch.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-                &["backend"],
-            )?,
-            batch_size: HistogramVec::new(
-                HistogramOpts::new("backend_batch_events", "Events per batch.").buckets(vec![
-                    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
-                ]),
-                &["backend"],
-            )?,
+            batch: shared::batch::BatchMetrics::new(registry)?,
             up: IntGaugeVec::new(
                 Opts::new(
                     "backend_up",
@@ -110,8 +91,6 @@ impl SinkMetrics {
         register(registry, &m.rejected);
         register(registry, &m.failed);
         register(registry, &m.retried);
-        register(registry, &m.latency);
-        register(registry, &m.batch_size);
         register(registry, &m.up);
         register(registry, &m.events);
         register(registry, &m.runs);
@@ -127,8 +106,6 @@ impl SinkMetrics {
             rejected: self.rejected.with_label_values(&[name]),
             failed: self.failed.with_label_values(&[name]),
             retried: self.retried.with_label_values(&[name]),
-            latency: self.latency.with_label_values(&[name]),
-            batch_size: self.batch_size.with_label_values(&[name]),
             up: self.up.with_label_values(&[name]),
         }
     }

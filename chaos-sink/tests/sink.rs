@@ -55,7 +55,7 @@ async fn a_backend_down_gives_503_and_the_others_are_not_written_twice() {
         "chaos_sink_backend_events_written_total{backend=\"otlp\"}",
         "chaos_sink_backend_events_failed_total{backend=\"grafana[0]\"}",
         "chaos_sink_backend_retries_total{backend=\"grafana[0]\"}",
-        "chaos_sink_backend_batch_duration_seconds_bucket{backend=\"otlp\"",
+        "chaos_sink_batch_duration_seconds_bucket{backend=\"otlp\"",
         "chaos_sink_events_received_total{type=\"org.chaostoolkit.experiment.finished\"} 2",
         "chaos_sink_requests_total{code=\"503\"}",
     ] {

@@ -357,13 +357,13 @@ async fn run_sinks(
                     .and_then(|v| v.parse::<f64>().ok())
                     .unwrap_or(0.0)
             };
-            sum += get("neo4j_sink_batch_size_sum");
-            count += get("neo4j_sink_batch_size_count");
+            sum += get("neo4j_sink_batch_events_sum");
+            count += get("neo4j_sink_batch_events_count");
             retried += get("neo4j_sink_transient_retries_total");
         }
     }
     println!(
-        "    sink: {replicas} process(es), {count} transactions, mean batch {:.1} events, {retried} transient retries",
+        "    sink: {replicas} process(es), {count} batches, mean batch {:.1} events, {retried} transient retries",
         sum / f64::max(count, 1.0)
     );
     if let Some(b) = balancer {

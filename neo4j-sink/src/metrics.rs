@@ -1,24 +1,20 @@
-//! The sink's own metrics (`neo4j_sink_*`), next to the scaffold's `sink_*` on `/metrics`.
+//! The sink's own metrics, next to the scaffold's and the queue's on `/metrics` (all `neo4j_sink_*`).
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    exponential_buckets,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use shared::metrics::{LATENCY_BUCKETS, register};
 
 /// Writer and database metrics.
 #[derive(Clone)]
 pub struct SinkMetrics {
-    /// Events per committed or failed transaction.
-    pub batch_size: Histogram,
+    /// The group-commit queue's metrics (`batch_events`, `batch_duration_seconds`, `queue_events`,
+    /// backend `neo4j`), as chaos-sink's backends have them.
+    pub batch: shared::batch::BatchMetrics,
     /// Time of one transaction, begin to commit.
     pub commit_duration: Histogram,
     /// Events in committed transactions, by kind (`trace`, `generic`).
     pub events_written: IntCounterVec,
     /// Failed database calls, by kind (`connection`, `timeout`, `auth`, `statement`, ...).
     pub db_errors: IntCounterVec,
-    /// Events waiting for the writer.
-    pub queue_depth: IntGauge,
     /// 1 when the database is reachable and the schema is in place.
     pub db_up: IntGauge,
     /// Transactions retried inside the sink after a transient error (deadlock, lock timeout).
@@ -31,10 +27,7 @@ impl SinkMetrics {
     /// Creates the metrics and registers them.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = Self {
-            batch_size: Histogram::with_opts(
-                HistogramOpts::new("batch_size", "Events written per transaction.")
-                    .buckets(exponential_buckets(1.0, 2.0, 12)?),
-            )?,
+            batch: shared::batch::BatchMetrics::new(registry)?,
             commit_duration: Histogram::with_opts(
                 HistogramOpts::new(
                     "commit_duration_seconds",
@@ -53,7 +46,6 @@ impl SinkMetrics {
                 Opts::new("db_errors_total", "Failed database calls, by kind."),
                 &["kind"],
             )?,
-            queue_depth: IntGauge::new("queue_depth", "Events waiting for the writer.")?,
             db_up: IntGauge::new(
                 "db_up",
                 "1 when the database is reachable and the schema is in place.",
@@ -67,11 +59,9 @@ impl SinkMetrics {
                 "Events the database refused on their own (answered 400).",
             )?,
         };
-        register(registry, &m.batch_size);
         register(registry, &m.commit_duration);
         register(registry, &m.events_written);
         register(registry, &m.db_errors);
-        register(registry, &m.queue_depth);
         register(registry, &m.db_up);
         register(registry, &m.transient_retries);
         register(registry, &m.events_refused);

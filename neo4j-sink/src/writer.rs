@@ -1,6 +1,6 @@
-//! Group commit: requests queue up (bounded), one writer task takes up to `batch_size` events or
-//! waits `batch_timeout` for more, writes them in one transaction, commits, then answers every
-//! request of the batch. A supervisor task keeps the database usable: it connects, creates the
+//! Group commit through the shared queue ([`shared::batch`]): requests queue up (bounded), one writer
+//! task takes up to `batch_size` events or waits `batch_timeout` for more, writes them in one
+//! transaction, commits, then answers every request of the batch. A supervisor task keeps the database usable: it connects, creates the
 //! schema, and after an outage reconnects in the background while readiness reports the reason.
 
 use crate::config::Neo4jConfig;
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -35,16 +35,7 @@ pub enum WriteError {
     Refused(String),
 }
 
-/// Why a request could not be queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum SubmitError {
-    /// The queue is full.
-    #[error("queue full")]
-    Full,
-    /// The writer is shutting down.
-    #[error("shutting down")]
-    Closed,
-}
+pub use shared::batch::SubmitError;
 
 /// Whether the database is usable, and why not; shared by the writer, the supervisor and readiness.
 pub struct Health {
@@ -92,29 +83,13 @@ impl Health {
     }
 }
 
-struct Job {
-    records: Vec<Record>,
-    reply: oneshot::Sender<Result<(), WriteError>>,
-    /// The request's span: the batch span links to it.
-    link: Option<shared::telemetry::SpanLink>,
-}
-
-/// Batching settings of the writer task.
-#[derive(Debug, Clone, Copy)]
-struct Batching {
-    size: usize,
-    timeout: Duration,
-    node_cache_ttl: Duration,
-}
-
 /// Shared nodes remembered by the writer (bounded; see [`NodeCache`]).
 const NODE_CACHE_ENTRIES: usize = 100_000;
 
 /// The queue, the writer task and the supervisor task.
 pub struct Writer {
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    queue: shared::batch::Queue<Record, Result<(), WriteError>>,
     health: Arc<Health>,
-    metrics: SinkMetrics,
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
     drain_timeout: Duration,
@@ -126,25 +101,22 @@ pub type Pending = oneshot::Receiver<Result<(), WriteError>>;
 impl Writer {
     /// Starts the writer and the supervisor (which connects at once); needs a Tokio runtime.
     pub fn start(db: Db, cfg: &Neo4jConfig, metrics: SinkMetrics) -> Self {
-        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let (queue, batches) = shared::batch::queue(
+            "neo4j",
+            cfg.queue_capacity,
+            shared::batch::Gathering {
+                max_events: cfg.batch_size,
+                linger: cfg.batch_timeout,
+            },
+            &metrics.batch,
+        );
         let health = Arc::new(Health::new(metrics.db_up.clone()));
         let supervisor = tokio::spawn(supervise(db.clone(), health.clone(), cfg.uri.clone()));
-        let batching = Batching {
-            size: cfg.batch_size,
-            timeout: cfg.batch_timeout,
-            node_cache_ttl: cfg.node_cache_ttl,
-        };
-        let writer = tokio::spawn(write_loop(
-            rx,
-            db,
-            health.clone(),
-            metrics.clone(),
-            batching,
-        ));
+        let cache = NodeCache::new(cfg.node_cache_ttl, NODE_CACHE_ENTRIES);
+        let writer = tokio::spawn(write_loop(batches, db, health.clone(), metrics, cache));
         Self {
-            tx: Mutex::new(Some(tx)),
+            queue,
             health,
-            metrics,
             writer: tokio::sync::Mutex::new(Some(writer)),
             supervisor: Mutex::new(Some(supervisor)),
             drain_timeout: cfg.tx_timeout + Duration::from_secs(1),
@@ -158,28 +130,12 @@ impl Writer {
 
     /// Queues a request's records; the returned receiver gets the outcome after the commit.
     pub fn submit(&self, records: Vec<Record>) -> Result<Pending, SubmitError> {
-        let (reply, pending) = oneshot::channel();
-        let events = records.len() as i64;
-        let guard = lock(&self.tx);
-        let tx = guard.as_ref().ok_or(SubmitError::Closed)?;
-        let link = shared::telemetry::current_link();
-        match tx.try_send(Job {
-            records,
-            reply,
-            link,
-        }) {
-            Ok(()) => {
-                self.metrics.queue_depth.add(events);
-                Ok(pending)
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(SubmitError::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Closed),
-        }
+        self.queue.submit(records)
     }
 
     /// Stops taking requests, writes what is queued (the pending batch included), and stops.
     pub async fn close(&self) {
-        drop(lock(&self.tx).take());
+        self.queue.close();
         if let Some(task) = self.writer.lock().await.take() {
             // Every queued batch is bounded by the transaction timeout; the queue could still be
             // long, so wait for it as long as it makes progress.
@@ -187,8 +143,7 @@ impl Writer {
             loop {
                 match tokio::time::timeout(self.drain_timeout, &mut task).await {
                     Ok(_) => break,
-                    Err(_) if self.metrics.queue_depth.get() > 0 && self.health.check().is_ok() => {
-                    }
+                    Err(_) if self.queue.queued() > 0 && self.health.check().is_ok() => {}
                     Err(_) => {
                         tracing::warn!("writer did not drain in time; stopping it");
                         task.abort();
@@ -253,64 +208,36 @@ async fn supervise(db: Db, health: Arc<Health>, uri: String) {
 }
 
 async fn write_loop(
-    mut rx: mpsc::Receiver<Job>,
+    mut batches: shared::batch::Batches<Record, Result<(), WriteError>>,
     db: Db,
     health: Arc<Health>,
     metrics: SinkMetrics,
-    batching: Batching,
+    mut cache: NodeCache,
 ) {
-    // Requests answered by the previous commit: senders that wait for their answer (Knative
-    // dispatchers, one request each in flight) come back with about that many, so once they are
-    // in there is nothing to wait for. The first batch waits the full timeout.
-    let mut expected = usize::MAX;
-    let mut cache = NodeCache::new(batching.node_cache_ttl, NODE_CACHE_ENTRIES);
-    while let Some(first) = rx.recv().await {
-        let mut events = first.records.len();
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + batching.timeout;
-        while events < batching.size {
-            let next = match rx.try_recv() {
-                Ok(job) => Some(job),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty)
-                    if batching.timeout.is_zero() || batch.len() >= expected =>
-                {
-                    None
-                }
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    tokio::time::timeout_at(deadline, rx.recv())
-                        .await
-                        .ok()
-                        .flatten()
-                }
-            };
-            let Some(job) = next else { break };
-            events += job.records.len();
-            batch.push(job);
-        }
-        expected = batch.len();
-        metrics.queue_depth.sub(events as i64);
+    while let Some(mut batch) = batches.next().await {
+        let events = batch.events;
         let records: Vec<Vec<Record>> = batch
+            .requests
             .iter_mut()
-            .map(|j| std::mem::take(&mut j.records))
+            .map(|j| std::mem::take(&mut j.items))
             .collect();
         // One span per batch (a trace of its own), linked to the span of every request in it.
         let span = tracing::info_span!(
             parent: None,
             "neo4j.batch",
             events,
-            requests = batch.len(),
+            requests = batch.requests.len(),
             attempts = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        shared::telemetry::add_links(&span, batch.iter_mut().filter_map(|j| j.link.take()));
+        batch.link(&span);
         let outcomes = match health.check() {
             Ok(()) => {
                 write_jobs(&db, &records, &mut cache, &metrics)
                     .instrument(span.clone())
                     .await
             }
-            Err(reason) => vec![Err(WriteError::NotReady(reason)); batch.len()],
+            Err(reason) => vec![Err(WriteError::NotReady(reason)); batch.requests.len()],
         };
         span.record("outcome", batch_outcome(&outcomes));
         if let Some(Err(WriteError::Db(e))) = outcomes.iter().find(|o| o.is_err())
@@ -318,10 +245,11 @@ async fn write_loop(
         {
             health.set_down(e.to_string());
         }
-        for (job, outcome) in batch.into_iter().zip(outcomes) {
+        batch.observe();
+        for (job, outcome) in batch.requests.into_iter().zip(outcomes) {
             // The requester may have gone away (client timeout): its events are written anyway,
             // and a redelivery is absorbed by the MERGE keys.
-            let _ = job.reply.send(outcome);
+            job.answer(outcome);
         }
     }
     tracing::debug!("writer stopped: queue closed and drained");
@@ -453,7 +381,6 @@ async fn write_records(
                 metrics
                     .commit_duration
                     .observe(started.elapsed().as_secs_f64());
-                metrics.batch_size.observe((traces + generic) as f64);
                 match result {
                     Ok(()) => Ok(()),
                     Err(e) => {

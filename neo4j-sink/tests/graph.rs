@@ -247,10 +247,11 @@ async fn concurrent_redelivery_leaves_the_graph_unchanged() {
 
     let metrics = sink.metrics().await;
     for name in [
-        "neo4j_sink_batch_size_bucket",
+        "neo4j_sink_batch_events_bucket{backend=\"neo4j\"",
+        "neo4j_sink_batch_duration_seconds_count{backend=\"neo4j\"}",
         "neo4j_sink_commit_duration_seconds_count",
         "neo4j_sink_events_written_total{kind=\"trace\"}",
-        "neo4j_sink_queue_depth 0",
+        "neo4j_sink_queue_events{backend=\"neo4j\"} 0",
         "neo4j_sink_db_up 1",
         "neo4j_sink_requests_total{code=\"202\"}",
     ] {

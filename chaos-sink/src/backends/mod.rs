@@ -20,14 +20,14 @@ use crate::run_timeout::Sweep;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
+use shared::batch::{Batch, Batches, SubmitError};
 use shared::http::{ClientSettings, Reply};
 use shared::retry::{Failure, RetryError, RetryPolicy, StatusClass};
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
 use tracing::Instrument;
 
 /// What a backend did with one event.
@@ -105,19 +105,15 @@ pub trait Service: Send + 'static {
     }
 }
 
-struct Job {
-    events: Vec<Arc<ChaosEvent>>,
-    reply: oneshot::Sender<Vec<Outcome>>,
-    /// The request's span: the batch's span links to it.
-    link: Option<shared::telemetry::SpanLink>,
-}
+/// A request's events and where their outcomes go.
+type Job = shared::batch::Request<Arc<ChaosEvent>, Vec<Outcome>>;
 
 /// The handler's side of a backend task.
 #[derive(Clone)]
 pub struct BackendHandle {
     /// Display name (`influxdb`, `grafana[0]`, `pushgateway`, `otlp`).
     pub name: String,
-    tx: mpsc::Sender<Job>,
+    queue: Arc<shared::batch::Queue<Arc<ChaosEvent>, Vec<Outcome>>>,
     probe: Probe,
     sweep: Option<Sweep>,
     counters: BackendCounters,
@@ -135,20 +131,20 @@ impl BackendHandle {
         timeout: Duration,
     ) -> Self {
         let name = name.into();
-        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        // No lingering: a batch is what queued while the previous one was written.
+        let gathering = shared::batch::Gathering {
+            max_events: max_batch,
+            linger: Duration::ZERO,
+        };
+        let (queue, batches) =
+            shared::batch::queue(&name, queue_capacity, gathering, &metrics.batch);
         let counters = metrics.backend(&name);
         let probe = service.probe();
         let sweep = service.sweep();
-        tokio::spawn(run(
-            name.clone(),
-            service,
-            rx,
-            max_batch.max(1),
-            counters.clone(),
-        ));
+        tokio::spawn(run(name.clone(), service, batches, counters.clone()));
         Self {
             name,
-            tx,
+            queue: Arc::new(queue),
             probe,
             sweep,
             counters,
@@ -165,22 +161,16 @@ impl BackendHandle {
     /// caller answers 429), a dead task or a timeout gives `Unavailable` outcomes.
     pub async fn submit(&self, events: Vec<Arc<ChaosEvent>>) -> Result<Vec<Outcome>, Overloaded> {
         let n = events.len();
-        let (reply, rx) = oneshot::channel();
-        let link = shared::telemetry::current_link();
-        match self.tx.try_send(Job {
-            events,
-            reply,
-            link,
-        }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(Overloaded),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+        let rx = match self.queue.submit(events) {
+            Ok(rx) => rx,
+            Err(SubmitError::Full) => return Err(Overloaded),
+            Err(SubmitError::Closed) => {
                 return Ok(vec![
                     Outcome::unavailable(format!("{} stopped", self.name));
                     n
                 ]);
             }
-        }
+        };
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(outcomes)) => Ok(outcomes),
             Ok(Err(_)) => Ok(vec![
@@ -240,8 +230,8 @@ pub const MAX_DETACHED: usize = 8;
 struct Waiting {
     pending: Vec<(usize, Job)>,
     early: Vec<Option<Outcome>>,
-    len: usize,
-    started: Instant,
+    /// The batch (its requests moved to `pending` or answered), for its metrics.
+    batch: Batch<Arc<ChaosEvent>, Vec<Outcome>>,
     /// The batch's span (`chaos.backend.write`), ended when the batch is answered.
     span: tracing::Span,
 }
@@ -249,8 +239,7 @@ struct Waiting {
 async fn run<S: Service>(
     name: String,
     mut service: S,
-    mut rx: mpsc::Receiver<Job>,
-    max_batch: usize,
+    mut batches: Batches<Arc<ChaosEvent>, Vec<Outcome>>,
     counters: BackendCounters,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -263,7 +252,7 @@ async fn run<S: Service>(
                 answer(waiting, outcomes, &counters);
                 continue;
             }
-            job = rx.recv(), if open && detached.len() < MAX_DETACHED => match job {
+            job = batches.recv(), if open && detached.len() < MAX_DETACHED => match job {
                 Some(j) => j,
                 None => {
                     open = false;
@@ -275,40 +264,29 @@ async fn run<S: Service>(
                 continue;
             }
         };
-        let mut n = first.events.len();
-        let mut jobs = vec![first];
-        while n < max_batch {
-            match rx.try_recv() {
-                Ok(j) => {
-                    n += j.events.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
-        }
-        let batch: Vec<Arc<ChaosEvent>> =
-            jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+        let mut taken = batches.gather(first).await;
+        let batch: Vec<Arc<ChaosEvent>> = taken.items().cloned().collect();
         // One span per batch (a trace of its own), linked to the span of every request in it.
         let span = tracing::info_span!(
             parent: None,
             "chaos.backend.write",
             backend = %name,
             events = batch.len(),
-            requests = jobs.len(),
+            requests = taken.requests.len(),
             outcome = tracing::field::Empty,
         );
-        shared::telemetry::add_links(&span, jobs.iter_mut().filter_map(|j| j.link.take()));
-        let started = Instant::now();
+        taken.link(&span);
+        let jobs = std::mem::take(&mut taken.requests);
         let mut early = service.settle_early(&batch);
         early.resize(batch.len(), None);
         // Answer the requests whose events need nothing from this batch's calls.
         let mut pending = Vec::with_capacity(jobs.len());
         let mut offset = 0;
         for job in jobs {
-            let n = job.events.len();
+            let n = job.items.len();
             let slots = &early[offset..offset + n];
             if slots.iter().all(Option::is_some) {
-                let _ = job.reply.send(slots.iter().flatten().cloned().collect());
+                job.answer(slots.iter().flatten().cloned().collect());
             } else {
                 pending.push((offset, job));
             }
@@ -317,8 +295,7 @@ async fn run<S: Service>(
         let waiting = Waiting {
             pending,
             early,
-            len: batch.len(),
-            started,
+            batch: taken,
             span: span.clone(),
         };
         match span.in_scope(|| service.detach(&batch)) {
@@ -337,12 +314,11 @@ fn answer(waiting: Waiting, mut outcomes: Vec<Outcome>, counters: &BackendCounte
     let Waiting {
         pending,
         early,
-        len,
-        started,
+        batch,
         span,
     } = waiting;
-    counters.latency.observe(started.elapsed().as_secs_f64());
-    counters.batch_size.observe(len as f64);
+    batch.observe();
+    let len = batch.events;
     outcomes.resize_with(len, || Outcome::unavailable("internal: no outcome"));
     for (slot, settled) in outcomes.iter_mut().zip(early) {
         if let Some(o) = settled {
@@ -369,8 +345,8 @@ fn answer(waiting: Waiting, mut outcomes: Vec<Outcome>, counters: &BackendCounte
         },
     );
     for (offset, job) in pending {
-        let mine: Vec<Outcome> = outcomes[offset..offset + job.events.len()].to_vec();
-        let _ = job.reply.send(mine);
+        let mine: Vec<Outcome> = outcomes[offset..offset + job.items.len()].to_vec();
+        job.answer(mine);
     }
 }
 
