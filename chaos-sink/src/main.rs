@@ -6,7 +6,7 @@
 use anyhow::Context as _;
 use chaos_sink::notifications::{NotificationRuns, NotificationsState, routes};
 use chaos_sink::{ChaosHandler, Config};
-use shared::cli::{Cli, SINK_SERVER_HELP, exit};
+use shared::cli::{Cli, Failure, Runtime, SINK_SERVER_HELP, exit};
 use shared::server::{ServerConfig, SinkServer};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,38 +40,10 @@ CONFIGURATION (default in brackets; every YAML key is in the crate README):
 ";
 
 fn main() -> ExitCode {
-    shared::tls::install_crypto_provider();
-    if let Err(code) = CLI.from_env() {
-        return code;
-    }
-    let _telemetry = match shared::telemetry::init("chaos-sink") {
-        Ok(g) => g,
-        Err(e) => return CLI.config_error(&e),
-    };
-    let (config, server) = match load() {
-        Ok(c) => c,
-        // The configuration errors carry their cause in their own text: no `{:#}` chain.
-        Err(e) => return CLI.config_error(&e),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => return CLI.fail(exit::RUNTIME, "cannot start the Tokio runtime", &e),
-    };
-    match runtime.block_on(serve(config, server)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Config(e)) => CLI.config_error(&format!("{e:#}")),
-        Err(Failure::Server(e)) => CLI.fail(exit::RUNTIME, "server failed", &format!("{e:#}")),
-    }
+    CLI.main(|_| Runtime::default(), |_| load(), serve)
 }
 
-enum Failure {
-    Config(anyhow::Error),
-    Server(anyhow::Error),
-}
-
+/// The configuration; its errors carry their cause in their own text.
 fn load() -> anyhow::Result<(Config, ServerConfig)> {
     let config = Config::from_env()?;
     let server = ServerConfig::from_env()?;
@@ -85,12 +57,13 @@ fn load() -> anyhow::Result<(Config, ServerConfig)> {
     }
     Ok((config, server))
 }
-async fn serve(config: Config, server: ServerConfig) -> Result<(), Failure> {
+
+async fn serve((config, server): (Config, ServerConfig)) -> Result<u8, Failure> {
     let registry = shared::metrics::service_registry("chaos_sink", env!("CARGO_PKG_VERSION"));
     let handler = Arc::new(
         ChaosHandler::new(&config, &registry)
             .context("cannot set up the backends")
-            .map_err(Failure::Config)?,
+            .map_err(|e| Failure::Config(format!("{e:#}")))?,
     );
     tracing::info!(backends = ?handler.backend_names(), "backends started");
     let notifications = Arc::new(NotificationsState {
@@ -102,11 +75,10 @@ async fn serve(config: Config, server: ServerConfig) -> Result<(), Failure> {
         .with_registry(registry)
         .with_routes(routes(notifications))
         .start()
-        .context("cannot start the HTTP server")
-        .map_err(Failure::Server)?;
+        .map_err(|e| Failure::runtime("cannot start the HTTP server", e))?;
     running
         .run_until_signal()
         .await
-        .context("server error")
-        .map_err(Failure::Server)
+        .map_err(|e| Failure::runtime("server failed", e))?;
+    Ok(exit::OK)
 }

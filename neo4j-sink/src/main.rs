@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use neo4j_sink::{Neo4jConfig, Neo4jSink, SinkMetrics};
-use shared::cli::{Cli, SINK_SERVER_HELP, exit};
+use shared::cli::{Cli, Failure, Runtime, SINK_SERVER_HELP, exit};
 use shared::server::{ServerConfig, SinkServer};
 use std::process::ExitCode;
 
@@ -37,59 +37,46 @@ NEO4J (default in brackets):
 ";
 
 fn main() -> ExitCode {
-    shared::tls::install_crypto_provider();
-    if let Err(code) = CLI.from_env() {
-        return code;
-    }
-    let _telemetry = match shared::telemetry::init("neo4j-sink") {
-        Ok(guard) => guard,
-        Err(e) => return CLI.config_error(&e),
-    };
-    let (server_cfg, neo4j_cfg) =
-        match ServerConfig::from_env().and_then(|s| Neo4jConfig::from_env().map(|n| (s, n))) {
-            Ok(c) => c,
-            Err(e) => return CLI.config_error(&e),
-        };
-    match run(server_cfg, neo4j_cfg) {
-        Ok(()) => ExitCode::SUCCESS,
-        // The driver refusing the settings (URI, TLS) is a configuration error too.
-        Err(e) if e.downcast_ref::<neo4j_sink::db::DbError>().is_some() => {
-            CLI.config_error(&format!("{e:#}"))
-        }
-        Err(e) => CLI.fail(exit::RUNTIME, "neo4j-sink failed", &format!("{e:#}")),
-    }
+    CLI.main(
+        |_| Runtime::default(),
+        |_| ServerConfig::from_env().and_then(|s| Neo4jConfig::from_env().map(|n| (s, n))),
+        |(server_cfg, neo4j_cfg)| async move {
+            serve(server_cfg, neo4j_cfg).await.map_err(|e| {
+                // The driver refusing the settings (URI, TLS) is a configuration error too.
+                if e.downcast_ref::<neo4j_sink::db::DbError>().is_some() {
+                    Failure::Config(format!("{e:#}"))
+                } else {
+                    Failure::runtime("neo4j-sink failed", format!("{e:#}"))
+                }
+            })
+        },
+    )
 }
 
-fn run(server_cfg: ServerConfig, neo4j_cfg: Neo4jConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the Tokio runtime")?;
-    runtime.block_on(async move {
-        tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
-            addr = %server_cfg.addr,
-            http_workers = server_cfg.workers,
-            max_body_bytes = server_cfg.max_body_bytes,
-            neo4j = %neo4j_cfg,
-            "neo4j-sink starting"
+async fn serve(server_cfg: ServerConfig, neo4j_cfg: Neo4jConfig) -> anyhow::Result<u8> {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        addr = %server_cfg.addr,
+        http_workers = server_cfg.workers,
+        max_body_bytes = server_cfg.max_body_bytes,
+        neo4j = %neo4j_cfg,
+        "neo4j-sink starting"
+    );
+    if neo4j_cfg.password.is_empty() {
+        tracing::warn!(
+            "NEO4J_PASSWORD is empty: only a server without authentication will accept it"
         );
-        if neo4j_cfg.password.is_empty() {
-            tracing::warn!(
-                "NEO4J_PASSWORD is empty: only a server without authentication will accept it"
-            );
-        }
-        let registry = shared::metrics::service_registry("neo4j_sink", env!("CARGO_PKG_VERSION"));
-        let metrics = SinkMetrics::new(&registry).context("cannot register metrics")?;
-        let sink = Neo4jSink::start(&neo4j_cfg, metrics).context("NEO4J_URI")?;
-        let server = SinkServer::new(sink, server_cfg)
-            .with_registry(registry)
-            .start()
-            .context("cannot start the HTTP server")?;
-        server
-            .run_until_signal()
-            .await
-            .context("HTTP server failed")
-    })
+    }
+    let registry = shared::metrics::service_registry("neo4j_sink", env!("CARGO_PKG_VERSION"));
+    let metrics = SinkMetrics::new(&registry).context("cannot register metrics")?;
+    let sink = Neo4jSink::start(&neo4j_cfg, metrics).context("NEO4J_URI")?;
+    let server = SinkServer::new(sink, server_cfg)
+        .with_registry(registry)
+        .start()
+        .context("cannot start the HTTP server")?;
+    server
+        .run_until_signal()
+        .await
+        .context("HTTP server failed")?;
+    Ok(exit::OK)
 }

@@ -159,6 +159,97 @@ impl Cli {
     }
 }
 
+/// How a service's run ended badly, for [`Cli::main`].
+#[derive(Debug)]
+pub enum Failure {
+    /// A configuration problem found while starting (a backend client, a file): exit 2.
+    Config(String),
+    /// Anything else: exit `code`, reported as `what: detail`.
+    Exit {
+        /// The exit code ([`exit`]).
+        code: u8,
+        /// What failed, for the log line.
+        what: &'static str,
+        /// Why (the error and its causes).
+        detail: String,
+    },
+}
+
+impl Failure {
+    /// A runtime failure (exit 1).
+    pub fn runtime(what: &'static str, detail: impl std::fmt::Display) -> Self {
+        Failure::Exit {
+            code: exit::RUNTIME,
+            what,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Where a service's log lines go and how many Tokio worker threads it runs, for [`Cli::main`].
+#[derive(Debug, Clone, Copy)]
+pub struct Runtime {
+    /// Standard output (the default) or standard error (when standard output carries data).
+    pub logs: crate::telemetry::LogOutput,
+    /// Tokio worker threads.
+    pub worker_threads: usize,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            logs: crate::telemetry::LogOutput::Stdout,
+            worker_threads: 2,
+        }
+    }
+}
+
+impl Cli {
+    /// The `main` of every service, in one order: the TLS crypto provider; the command line (`--help`,
+    /// `--version`, unknown arguments: exit 0 or 2); telemetry; `configure` (an error is exit 2, printed
+    /// whatever `RUST_LOG` says); a Tokio runtime; `serve` until it ends. `runtime` picks the log output
+    /// and threads from the flags. `serve`'s `Ok(code)` is the exit code.
+    pub fn main<C, E, F, Fut>(
+        &self,
+        runtime: impl FnOnce(&Flags) -> Runtime,
+        configure: impl FnOnce(&Flags) -> Result<C, E>,
+        serve: F,
+    ) -> ExitCode
+    where
+        E: std::fmt::Display,
+        F: FnOnce(C) -> Fut,
+        Fut: std::future::Future<Output = Result<u8, Failure>>,
+    {
+        crate::tls::install_crypto_provider();
+        let flags = match self.from_env() {
+            Ok(flags) => flags,
+            Err(code) => return code,
+        };
+        let settings = runtime(&flags);
+        let _telemetry = match crate::telemetry::init_with(self.name, settings.logs) {
+            Ok(guard) => guard,
+            Err(e) => return self.config_error(&e),
+        };
+        let config = match configure(&flags) {
+            Ok(c) => c,
+            Err(e) => return self.config_error(&e),
+        };
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.worker_threads.max(1))
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return self.fail(exit::RUNTIME, "cannot start the Tokio runtime", &e),
+        };
+        match rt.block_on(serve(config)) {
+            Ok(code) => ExitCode::from(code),
+            Err(Failure::Config(e)) => self.config_error(&e),
+            Err(Failure::Exit { code, what, detail }) => self.fail(code, what, &detail),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
