@@ -11,6 +11,7 @@ use cts_exporter::{CtsApi, Report};
 use otc_sim::{ApiVersion, Fault, FaultTarget, FinalMarker, OtcSim, TimeFilter};
 use prometheus::Registry;
 use shared::cloudevent::{AttributesReader, string_extension};
+use shared::testkit::RecordingHandler;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -27,6 +28,113 @@ async fn sim_with_backfill(count: usize, window: Duration) -> (OtcSim, i64) {
         .await
         .unwrap();
     (sim, anchor)
+}
+
+/// The set-up of the polling tests: a simulator with live traces (`rate` a minute, recorded up to
+/// `max_record_lag` late), a recording sink, and a state file holding a cursor `back_ms` before now.
+struct Live {
+    start: i64,
+    first: i64,
+    sim: OtcSim,
+    handler: Arc<RecordingHandler>,
+    server: shared::server::RunningServer<RecordingHandler>,
+    dir: TempDir,
+    state: std::path::PathBuf,
+}
+
+impl Live {
+    async fn start(seed: u64, rate: u32, max_record_lag: Duration, back_ms: i64) -> Self {
+        Self::with(seed, rate, max_record_lag, back_ms, |b| b).await
+    }
+
+    async fn with(
+        seed: u64,
+        rate: u32,
+        max_record_lag: Duration,
+        back_ms: i64,
+        tune: impl FnOnce(otc_sim::SimConfig) -> otc_sim::SimConfig,
+    ) -> Self {
+        let start = now_ms();
+        let builder = OtcSim::builder()
+            .seed(seed)
+            .anchor_ms(start - 1_000)
+            .trace_rate_per_min(rate)
+            .record_lag(Duration::from_millis(10), max_record_lag);
+        let sim = tune(builder).start().await.unwrap();
+        let (handler, server) = recording_sink();
+        let dir = TempDir::new("live");
+        let state = dir.path().join("cursor.json");
+        let first = start - back_ms;
+        Self::state_file(&sim, &state).save(first).unwrap();
+        Self {
+            start,
+            first,
+            sim,
+            handler,
+            server,
+            dir,
+            state,
+        }
+    }
+
+    fn state_file(sim: &OtcSim, path: &std::path::Path) -> cts_exporter::cursor::StateFile {
+        cts_exporter::cursor::StateFile::new(path, sim.project_id(), "system")
+    }
+
+    /// Polling with `window` and `lag`, delivering to the sink, the cursor in the state file.
+    fn config(
+        &self,
+        extra: &[(&str, &str)],
+        window: Duration,
+        lag: Duration,
+    ) -> cts_exporter::Config {
+        let sink = self.server.url();
+        let state = self.state.to_str().unwrap().to_owned();
+        let mut vars = vec![
+            ("K_SINK", sink.as_str()),
+            ("CTS_STATE_FILE", state.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        config(
+            &self.sim,
+            self.dir.path(),
+            otc_sim::PASSWORD_CLOUD,
+            &vars,
+            false,
+            window,
+            lag,
+        )
+    }
+
+    fn saved(&self) -> Option<i64> {
+        Self::state_file(&self.sim, &self.state).load().unwrap()
+    }
+
+    /// Every delivered event is a trace of the simulator between the first cursor and `to`, once.
+    fn assert_delivered_up_to(&self, to: i64) {
+        let truth = self.sim.traces_between(self.first, to, now_ms());
+        assert_eq!(unique_ids(&self.handler.events()), ids(&truth));
+    }
+
+    async fn stop(self) {
+        self.server.shutdown().await.unwrap();
+        self.sim.stop().await;
+    }
+}
+
+/// Polls until `until` holds for the progress, then stops the exporter as SIGTERM would.
+async fn poll_until(
+    exporter: Exporter,
+    until: impl FnMut(&cts_exporter::Progress) -> bool,
+) -> Report {
+    let mut progress = exporter.progress();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(exporter.run_polling(async {
+        let _ = stopped.await;
+    }));
+    progress.wait_for(until).await.unwrap();
+    let _ = stop.send(());
+    task.await.unwrap()
 }
 
 struct Ran {
@@ -124,169 +232,70 @@ async fn aksk_with_the_v2_api_and_odd_final_markers() {
 
 #[tokio::test]
 async fn polling_windows_are_contiguous_and_nothing_is_skipped() {
-    let start = now_ms();
-    let sim = OtcSim::builder()
-        .seed(3)
-        .anchor_ms(start - 1_000)
-        .trace_rate_per_min(1_800)
-        .record_lag(Duration::from_millis(10), Duration::from_millis(300))
-        .start()
-        .await
-        .unwrap();
-    let (handler, server) = recording_sink();
-    let dir = TempDir::new("poll");
-    let state = dir.path().join("cursor.json");
     // A saved cursor gives the first window's start.
-    let first = start - 500;
-    cts_exporter::cursor::StateFile::new(&state, sim.project_id(), "system")
-        .save(first)
-        .unwrap();
-    let cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::PASSWORD_CLOUD,
-        &[
-            ("K_SINK", &server.url()),
-            ("CTS_STATE_FILE", state.to_str().unwrap()),
-        ],
-        false,
-        Duration::from_millis(700),
-        Duration::from_millis(600),
-    );
+    let live = Live::start(3, 1_800, Duration::from_millis(300), 500).await;
+    let cfg = live.config(&[], Duration::from_millis(700), Duration::from_millis(600));
     let exporter = Exporter::connect(&cfg, &Registry::new()).await.unwrap();
-    assert_eq!(exporter.saved_cursor(), Some(first));
-    let mut progress = exporter.progress();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(exporter.run_polling(async {
-        let _ = stopped.await;
-    }));
-    progress.wait_for(|p| p.windows >= 5).await.unwrap();
-    let _ = stop.send(());
-    let report = task.await.unwrap();
+    assert_eq!(exporter.saved_cursor(), Some(live.first));
+    let report = poll_until(exporter, |p| p.windows >= 5).await;
     assert!(report.interrupted && report.complete, "{report:?}");
     let cursor = report.progress.cursor_ms.unwrap();
     assert!(report.progress.windows >= 5);
-    assert_eq!((cursor - first) % 700, 0, "windows are contiguous");
-    let truth = sim.traces_between(first, cursor, now_ms());
+    assert_eq!((cursor - live.first) % 700, 0, "windows are contiguous");
+    let truth = live.sim.traces_between(live.first, cursor, now_ms());
     assert!(truth.len() > 50, "live traces: {}", truth.len());
-    let events = handler.events();
-    assert_eq!(unique_ids(&events), ids(&truth));
-    let saved = cts_exporter::cursor::StateFile::new(&state, sim.project_id(), "system")
-        .load()
-        .unwrap();
-    assert_eq!(saved, Some(cursor));
-    server.shutdown().await.unwrap();
-    sim.stop().await;
+    live.assert_delivered_up_to(cursor);
+    assert_eq!(live.saved(), Some(cursor));
+    live.stop().await;
 }
 
 #[tokio::test]
 async fn restart_with_the_state_file_continues_without_gaps_or_duplicates() {
-    let start = now_ms();
-    let sim = OtcSim::builder()
-        .seed(9)
-        .anchor_ms(start - 1_000)
-        .trace_rate_per_min(1_200)
-        .record_lag(Duration::from_millis(10), Duration::from_millis(200))
-        .start()
-        .await
-        .unwrap();
-    let (handler, server) = recording_sink();
-    let dir = TempDir::new("restart");
-    let state = dir.path().join("cursor.json");
-    let first = start - 300;
-    cts_exporter::cursor::StateFile::new(&state, sim.project_id(), "system")
-        .save(first)
-        .unwrap();
-    let cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::PASSWORD_CLOUD,
-        &[
-            ("K_SINK", &server.url()),
-            ("CTS_STATE_FILE", state.to_str().unwrap()),
-        ],
-        false,
-        Duration::from_millis(500),
-        Duration::from_millis(400),
-    );
+    let live = Live::start(9, 1_200, Duration::from_millis(200), 300).await;
+    let cfg = live.config(&[], Duration::from_millis(500), Duration::from_millis(400));
     let mut cursors = Vec::new();
     for round in 0..2 {
         let exporter = Exporter::connect(&cfg, &Registry::new()).await.unwrap();
         assert_eq!(
             exporter.saved_cursor(),
-            cursors.last().copied().or(Some(first)),
+            cursors.last().copied().or(Some(live.first)),
             "round {round}"
         );
-        let mut progress = exporter.progress();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(exporter.run_polling(async {
-            let _ = stopped.await;
-        }));
-        progress.wait_for(|p| p.windows >= 3).await.unwrap();
-        let _ = stop.send(());
-        let report = task.await.unwrap();
+        let report = poll_until(exporter, |p| p.windows >= 3).await;
         cursors.push(report.progress.cursor_ms.unwrap());
         // Traces keep arriving while the exporter is down.
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    let truth = sim.traces_between(first, cursors[1], now_ms());
-    assert_eq!(unique_ids(&handler.events()), ids(&truth));
-    server.shutdown().await.unwrap();
-    sim.stop().await;
+    live.assert_delivered_up_to(cursors[1]);
+    live.stop().await;
 }
 
 #[tokio::test]
 async fn late_recorded_traces_are_picked_up_thanks_to_the_lag_allowance() {
-    let start = now_ms();
-    let sim = OtcSim::builder()
-        .seed(21)
-        .anchor_ms(start - 1_000)
-        .trace_rate_per_min(600)
-        .record_lag(Duration::from_millis(10), Duration::from_millis(100))
-        .start()
-        .await
-        .unwrap();
+    let live = Live::start(21, 600, Duration::from_millis(100), 200).await;
     // Happened now, recorded 1.5 s later: invisible to a query right away.
-    let late = sim.add_late_trace(start + 100, start + 1_600);
-    let (handler, server) = recording_sink();
-    let dir = TempDir::new("late");
-    let state = dir.path().join("cursor.json");
-    cts_exporter::cursor::StateFile::new(&state, sim.project_id(), "system")
-        .save(start - 200)
-        .unwrap();
-    let cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::PASSWORD_CLOUD,
-        &[
-            ("K_SINK", &server.url()),
-            ("CTS_STATE_FILE", state.to_str().unwrap()),
-        ],
-        false,
+    let late = live
+        .sim
+        .add_late_trace(live.start + 100, live.start + 1_600);
+    let cfg = live.config(
+        &[],
         Duration::from_millis(500),
         Duration::from_millis(2_000),
     );
     let exporter = Exporter::connect(&cfg, &Registry::new()).await.unwrap();
-    let mut progress = exporter.progress();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(exporter.run_polling(async {
-        let _ = stopped.await;
-    }));
-    progress
-        .wait_for(|p| p.cursor_ms.is_some_and(|c| c > start + 600))
-        .await
-        .unwrap();
-    let _ = stop.send(());
-    let report = task.await.unwrap();
-    let events = handler.events();
+    let report = poll_until(exporter, |p| {
+        p.cursor_ms.is_some_and(|c| c > live.start + 600)
+    })
+    .await;
     assert!(
-        events.iter().any(|e| e.id() == late.trace_id),
+        live.handler
+            .events()
+            .iter()
+            .any(|e| e.id() == late.trace_id),
         "the late trace was delivered"
     );
-    let truth = sim.traces_between(start - 200, report.progress.cursor_ms.unwrap(), now_ms());
-    assert_eq!(unique_ids(&events), ids(&truth));
-    server.shutdown().await.unwrap();
-    sim.stop().await;
+    live.assert_delivered_up_to(report.progress.cursor_ms.unwrap());
+    live.stop().await;
 }
 
 #[tokio::test]
@@ -335,106 +344,48 @@ async fn cts_faults_token_expiry_and_sink_outages_are_survived() {
 
 #[tokio::test]
 async fn tokens_are_renewed_before_they_expire() {
-    let start = now_ms();
-    let sim = OtcSim::builder()
-        .seed(4)
-        .anchor_ms(start - 1_000)
-        .trace_rate_per_min(600)
-        .token_ttl(Duration::from_secs(2))
-        .record_lag(Duration::from_millis(10), Duration::from_millis(100))
-        .start()
-        .await
-        .unwrap();
-    let (handler, server) = recording_sink();
-    let dir = TempDir::new("ttl");
-    let state = dir.path().join("cursor.json");
-    cts_exporter::cursor::StateFile::new(&state, sim.project_id(), "system")
-        .save(start - 100)
-        .unwrap();
-    let cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::PASSWORD_CLOUD,
-        &[
-            ("K_SINK", &server.url()),
-            ("CTS_STATE_FILE", state.to_str().unwrap()),
-        ],
-        false,
-        Duration::from_millis(500),
-        Duration::from_millis(300),
-    );
+    let live = Live::with(4, 600, Duration::from_millis(100), 100, |b| {
+        b.token_ttl(Duration::from_secs(2))
+    })
+    .await;
+    let cfg = live.config(&[], Duration::from_millis(500), Duration::from_millis(300));
     let exporter = Exporter::connect(&cfg, &Registry::new()).await.unwrap();
-    let mut progress = exporter.progress();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(exporter.run_polling(async {
-        let _ = stopped.await;
-    }));
-    progress
-        .wait_for(|p| p.cursor_ms.is_some_and(|c| c > start + 4_500))
-        .await
-        .unwrap();
-    let _ = stop.send(());
-    let report = task.await.unwrap();
-    let stats = sim.stats();
+    let report = poll_until(exporter, |p| {
+        p.cursor_ms.is_some_and(|c| c > live.start + 4_500)
+    })
+    .await;
+    let stats = live.sim.stats();
     assert!(stats.tokens_issued >= 3, "renewed: {stats:?}");
     assert_eq!(
         stats.auth_failures, 0,
         "renewed before expiry, never refused: {stats:?}"
     );
-    let truth = sim.traces_between(start - 100, report.progress.cursor_ms.unwrap(), now_ms());
-    assert_eq!(unique_ids(&handler.events()), ids(&truth));
-    server.shutdown().await.unwrap();
-    sim.stop().await;
+    live.assert_delivered_up_to(report.progress.cursor_ms.unwrap());
+    live.stop().await;
 }
 
 #[tokio::test]
 async fn a_long_sink_outage_is_waited_out_in_polling_mode() {
-    let start = now_ms();
-    let sim = OtcSim::builder()
-        .seed(8)
-        .anchor_ms(start - 1_000)
-        .trace_rate_per_min(300)
-        .record_lag(Duration::from_millis(10), Duration::from_millis(100))
-        .start()
-        .await
-        .unwrap();
-    let (handler, server) = recording_sink();
-    let dir = TempDir::new("outage");
-    let state = dir.path().join("cursor.json");
-    cts_exporter::cursor::StateFile::new(&state, sim.project_id(), "system")
-        .save(start - 2_000)
-        .unwrap();
-    let cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::PASSWORD_CLOUD,
-        &[
-            ("K_SINK", &server.url()),
-            ("CTS_STATE_FILE", state.to_str().unwrap()),
-            ("SINK_MAX_RETRIES", "1"),
-            ("CTS_SINK_CONCURRENCY", "2"),
-        ],
-        false,
+    let live = Live::start(8, 300, Duration::from_millis(100), 2_000).await;
+    let cfg = live.config(
+        &[("SINK_MAX_RETRIES", "1"), ("CTS_SINK_CONCURRENCY", "2")],
         Duration::from_millis(1_000),
         Duration::from_millis(200),
     );
     // More 503s than one event's retries allow: polling mode keeps the event and waits.
-    handler.fail_next(8);
+    live.handler.fail_next(8);
     let exporter = Exporter::connect(&cfg, &Registry::new()).await.unwrap();
-    let mut progress = exporter.progress();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(exporter.run_polling(async {
-        let _ = stopped.await;
-    }));
-    progress.wait_for(|p| p.windows >= 3).await.unwrap();
-    let _ = stop.send(());
-    let report = task.await.unwrap();
+    let report = poll_until(exporter, |p| p.windows >= 3).await;
     assert_eq!(report.progress.failed, 0);
-    let truth = sim.traces_between(start - 2_000, report.progress.cursor_ms.unwrap(), now_ms());
-    assert!(!truth.is_empty());
-    assert_eq!(unique_ids(&handler.events()), ids(&truth));
-    server.shutdown().await.unwrap();
-    sim.stop().await;
+    let cursor = report.progress.cursor_ms.unwrap();
+    assert!(
+        !live
+            .sim
+            .traces_between(live.first, cursor, now_ms())
+            .is_empty()
+    );
+    live.assert_delivered_up_to(cursor);
+    live.stop().await;
 }
 
 #[tokio::test]
