@@ -7,20 +7,14 @@
 mod common;
 
 use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use otc_sim::OtcSim;
-use prost::Message;
 use shared::testkit::ScriptedSink;
+use shared::testkit::otlp::{self, Span, hex};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cts-exporter");
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 fn attribute_texts(span: &Span) -> Vec<String> {
     span.attributes
@@ -93,18 +87,7 @@ async fn a_trace_runs_from_the_window_to_the_sinks_traceparent() {
     }
 
     // What the collector got: the spans, decoded.
-    let spans: Vec<Span> = collector
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/v1/traces"))
-        .flat_map(|r| {
-            ExportTraceServiceRequest::decode(r.body.as_slice())
-                .expect("OTLP protobuf")
-                .resource_spans
-        })
-        .flat_map(|rs| rs.scope_spans)
-        .flat_map(|ss| ss.spans)
-        .collect();
+    let spans: Vec<Span> = otlp::spans(&collector);
     let by_name = |name: &str| spans.iter().filter(|s| s.name == name).collect::<Vec<_>>();
     let windows = by_name("cts.window");
     let delivers = by_name("cts.deliver");

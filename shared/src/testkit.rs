@@ -7,6 +7,7 @@
 
 pub mod balancer;
 pub mod cli;
+pub mod otlp;
 
 use crate::cloudevent::Event;
 use crate::server::{EventHandler, HandleError, RequestContext};

@@ -3,12 +3,11 @@
 //! collector (no light real one exists in the registries) that decodes what it gets.
 
 use opentelemetry::trace::TraceContextExt;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 use shared::cloudevent::{Event, EventBuilder, EventBuilderV10};
 use shared::delivery::{DeliveryConfig, Sender};
 use shared::server::{EventHandler, HandleError, RequestContext, ServerConfig, SinkServer};
 use shared::testkit::ScriptedSink;
+use shared::testkit::otlp::{exported_spans, hex};
 use std::sync::Mutex;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -103,33 +102,11 @@ async fn trace_context_flows_through_and_spans_are_exported() {
 
     // Export: flushing on drop sends the spans to the collector as OTLP protobuf.
     drop(guard);
-    let exports: Vec<ExportTraceServiceRequest> = collector
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/v1/traces")
-        .map(|r| {
-            assert_eq!(r.headers["content-type"], "application/x-protobuf");
-            ExportTraceServiceRequest::decode(r.body.as_slice()).expect("valid OTLP protobuf")
-        })
-        .collect();
-    let spans: Vec<_> = exports
-        .iter()
-        .flat_map(|e| &e.resource_spans)
-        .flat_map(|rs| {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.clone())
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_default();
-            rs.scope_spans.iter().flat_map(move |ss| {
-                ss.spans.iter().map({
-                    let service = service.clone();
-                    move |s| (service.clone(), s.name.clone(), hex(&s.trace_id))
-                })
-            })
+    let spans: Vec<_> = exported_spans(&collector)
+        .into_iter()
+        .map(|(resource, s)| {
+            let service = resource.get("service.name").cloned().unwrap_or_default();
+            (service, s.name, hex(&s.trace_id))
         })
         .collect();
     assert!(
@@ -148,8 +125,4 @@ async fn trace_context_flows_through_and_spans_are_exported() {
     );
     sink.stop().await;
     collector.stop().await;
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

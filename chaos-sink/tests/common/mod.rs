@@ -8,12 +8,8 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chaos_sink::notifications::{NotificationRuns, NotificationsState, routes};
 use chaos_sink::{ChaosHandler, Config};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 use serde_json::{Value, json};
 use shared::server::{RunningServer, ServerConfig, SinkServer};
-use shared::testkit::ScriptedSink;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -484,65 +480,9 @@ impl FakeGrafana {
 // FAKE OTLP/HTTP collector: a ScriptedSink whose requests are decoded as protobuf
 // ---------------------------------------------------------------------------------------------
 
-/// Decodes every `/v1/traces` request a [`ScriptedSink`] got; checks the content type.
-pub fn exported_spans(collector: &ScriptedSink) -> Vec<(BTreeMap<String, String>, Span)> {
-    collector
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/v1/traces")
-        .flat_map(|r| {
-            assert_eq!(r.method, "POST");
-            assert_eq!(r.headers["content-type"], "application/x-protobuf");
-            let req =
-                ExportTraceServiceRequest::decode(r.body.as_slice()).expect("valid OTLP protobuf");
-            req.resource_spans
-                .into_iter()
-                .flat_map(|rs| {
-                    let resource: BTreeMap<String, String> = rs
-                        .resource
-                        .iter()
-                        .flat_map(|r| &r.attributes)
-                        .map(|kv| (kv.key.clone(), attr_text(kv.value.as_ref())))
-                        .collect();
-                    rs.scope_spans
-                        .into_iter()
-                        .flat_map(|ss| ss.spans)
-                        .map(move |s| (resource.clone(), s))
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// A span attribute as text (`None` → empty).
-pub fn attr_text(v: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
-    match v.and_then(|v| v.value.as_ref()) {
-        Some(V::StringValue(s)) => s.clone(),
-        Some(V::BoolValue(b)) => b.to_string(),
-        Some(V::IntValue(i)) => i.to_string(),
-        Some(V::DoubleValue(d)) => d.to_string(),
-        Some(V::ArrayValue(a)) => a
-            .values
-            .iter()
-            .map(|x| attr_text(Some(x)))
-            .collect::<Vec<_>>()
-            .join(","),
-        _ => String::new(),
-    }
-}
-
-/// A span's attribute by key.
-pub fn attr(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .map(|kv| attr_text(kv.value.as_ref()))
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+// The FAKE OTLP collector's decoding is the shared test kit's (`shared::testkit::otlp`).
+#[allow(unused_imports)]
+pub use shared::testkit::otlp::{attr, attr_text, exported_spans, hex};
 
 // ---------------------------------------------------------------------------------------------
 // Real InfluxDB 1.x helpers

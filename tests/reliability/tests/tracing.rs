@@ -6,43 +6,15 @@
 //! span (same trace id, through the W3C `traceparent` of the delivery), and the `neo4j.batch` span that
 //! committed it links to that request span. No secret in any attribute.
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 use reliability_tests::TempDir;
 use reliability_tests::graph::Graph;
 use reliability_tests::pipeline::{self, SinkProc};
 use shared::testkit::ScriptedSink;
+use shared::testkit::otlp::{Span, attr, hex, spans};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 const TRACES: usize = 30;
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn spans(collector: &ScriptedSink) -> Vec<Span> {
-    collector
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/v1/traces"))
-        .flat_map(|r| {
-            ExportTraceServiceRequest::decode(r.body.as_slice())
-                .expect("OTLP protobuf")
-                .resource_spans
-        })
-        .flat_map(|rs| rs.scope_spans)
-        .flat_map(|ss| ss.spans)
-        .collect()
-}
-
-fn attr(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .map(|kv| format!("{:?}", kv.value))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_from_the_exporters_delivery_to_the_sinks_commit() {
