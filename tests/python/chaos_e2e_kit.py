@@ -8,6 +8,7 @@ as ``shared::testkit::require_env``). Synchronisation is polling with a deadline
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -408,3 +410,56 @@ def run_outcome(journal: Dict[str, Any]) -> str:
     if journal["status"] == "completed" and before is False:
         return "gate-failed"
     return journal["status"]
+
+
+class Backends:
+    """What a chaos-sink end-to-end test writes to: the REAL InfluxDB 1.x (a fresh database) and
+    Pushgateway of ``scripts/test``, a FAKE Grafana (none is installable here), and the sink binary."""
+
+    def __init__(self, influx: str, db: str, pushgateway: str, grafana: Any, binary: Path) -> None:
+        self.influx = influx
+        self.db = db
+        self.pushgateway = pushgateway
+        self.grafana = grafana
+        self.binary = binary
+
+    def q(self, query: str) -> List[Dict[str, Any]]:
+        """An InfluxQL query on the test's database."""
+        return influx_query(self.influx, self.db, query)
+
+    def config(self, job: str, grafana: str = "", rest: str = "") -> str:
+        """A chaos-sink YAML configuration for these backends: the Pushgateway ``job``, extra keys of the
+        Grafana entry (indented lines) and further sections."""
+        return (
+            f"influxdb:\n  url: {self.influx}\n  database: {self.db}\n"
+            f"pushgateway:\n  pushgateway_url: {self.pushgateway}\n  job: {job}\n"
+            f"grafana:\n  - url: {self.grafana.url}\n{grafana}{rest}"
+        )
+
+
+@contextlib.contextmanager
+def e2e_backends(prefix: str, grafana_authorization: str) -> Iterator[Backends]:
+    """Checks the servers, the binary and the ``chaos`` CLI are there (missing: skip locally, fail in
+    CI), creates the database ``<prefix>_<random>`` and starts the FAKE Grafana expecting
+    ``grafana_authorization``; on leaving, the Grafana fake must have seen no violation and the database
+    is dropped."""
+    from fake_grafana import FakeGrafana
+
+    influx = need(os.environ.get("TEST_INFLUX_URL"), "InfluxDB 1.x", "TEST_INFLUX_URL is not set")
+    pushgateway = need(os.environ.get("TEST_PUSHGATEWAY_URL"), "Pushgateway",
+                       "TEST_PUSHGATEWAY_URL is not set")
+    binary = need(sink_binary(), "the chaos-sink binary",
+                  "target/debug/chaos-sink is missing (built by `cargo test --workspace`)")
+    need(CHAOS.exists(), "the chaos CLI", f"{CHAOS} is missing (tests/requirements.txt)")
+    status, _ = http("GET", influx + "/ping")
+    assert status == 204, f"InfluxDB at {influx} does not answer /ping ({status})"
+    status, _ = http("GET", pushgateway + "/-/ready")
+    assert status == 200, f"Pushgateway at {pushgateway} is not ready ({status})"
+    db = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    influx_admin(influx, f'CREATE DATABASE "{db}"')
+    try:
+        with FakeGrafana(authorization=grafana_authorization) as grafana:
+            yield Backends(influx, db, pushgateway, grafana, binary)
+            assert not grafana.violations, grafana.violations
+    finally:
+        influx_admin(influx, f'DROP DATABASE "{db}"')

@@ -14,7 +14,6 @@ backend and compares it with the journal Chaos Toolkit wrote, as ``docs/chaos-ev
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,8 @@ import pytest
 from chaoslib import experiment_hash
 
 from chaos_e2e_kit import (
-    CHAOS,
+    Backends,
+    e2e_backends,
     ChaosRun,
     ChaosSinkProcess,
     Sample,
@@ -34,18 +34,12 @@ from chaos_e2e_kit import (
     descendant_commands,
     epoch_ms,
     epoch_us,
-    http,
-    influx_admin,
-    influx_query,
     influx_string,
-    need,
     poll,
     pushgateway_run_samples,
     rfc3339_us,
     run_outcome,
-    sink_binary,
 )
-from fake_grafana import FakeGrafana
 
 SCENARIOS = [
     "passing",
@@ -75,56 +69,34 @@ RUN_STATES = ("completed", "failed", "aborted", "interrupted")
 
 
 class Stack:
-    """The servers of one test module."""
+    """The servers of one test module: the backends and the sink."""
 
-    def __init__(self, influx: str, db: str, pushgateway: str, grafana: FakeGrafana,
-                 sink: ChaosSinkProcess) -> None:
-        self.influx = influx
-        self.db = db
-        self.pushgateway = pushgateway
-        self.grafana = grafana
+    def __init__(self, backends: Backends, sink: ChaosSinkProcess) -> None:
+        self.influx = backends.influx
+        self.db = backends.db
+        self.pushgateway = backends.pushgateway
+        self.grafana = backends.grafana
+        self.q = backends.q
         self.sink = sink
-
-    def q(self, query: str) -> List[Dict[str, Any]]:
-        return influx_query(self.influx, self.db, query)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    influx = need(os.environ.get("TEST_INFLUX_URL"), "InfluxDB 1.x",
-                  "TEST_INFLUX_URL is not set")
-    pushgateway = need(os.environ.get("TEST_PUSHGATEWAY_URL"), "Pushgateway",
-                       "TEST_PUSHGATEWAY_URL is not set")
-    binary = need(sink_binary(), "the chaos-sink binary",
-                  "target/debug/chaos-sink is missing (built by `cargo test --workspace`)")
-    need(CHAOS.exists(), "the chaos CLI", f"{CHAOS} is missing (tests/requirements.txt)")
-    status, _ = http("GET", influx + "/ping")
-    assert status == 204, f"InfluxDB at {influx} does not answer /ping ({status})"
-    status, _ = http("GET", pushgateway + "/-/ready")
-    assert status == 200, f"Pushgateway at {pushgateway} is not ready ({status})"
-
-    db = f"chaos_e2e_{uuid.uuid4().hex[:12]}"
-    influx_admin(influx, f'CREATE DATABASE "{db}"')
-    workdir = tmp_path_factory.mktemp("chaos-sink")
-    with FakeGrafana(authorization=f"Bearer {GRAFANA_TOKEN}") as grafana:
-        config = (
-            f"influxdb:\n  url: {influx}\n  database: {db}\n"
-            f"pushgateway:\n  pushgateway_url: {pushgateway}\n  job: {PG_JOB}\n"
-            "grafana:\n"
-            f"  - url: {grafana.url}\n"
-            f"    dashboardUID: {DASHBOARD_UID}\n"
-            f"    tags: {GRAFANA_TAGS}\n"
+    with e2e_backends("chaos_e2e", f"Bearer {GRAFANA_TOKEN}") as backends:
+        workdir = tmp_path_factory.mktemp("chaos-sink")
+        config = backends.config(
+            PG_JOB,
+            grafana=f"    dashboardUID: {DASHBOARD_UID}\n    tags: {GRAFANA_TAGS}\n",
             # the Retry-After of its 503s (the control honours it): 1 s instead of 5
-            "sink:\n  retry_after: 1\n"
+            rest="sink:\n  retry_after: 1\n",
         )
         # the token as a k8s Secret would give it: in the environment, not in the file
         env = {"CHAOS_SINK_GRAFANA_API_TOKEN": GRAFANA_TOKEN}
-        sink = ChaosSinkProcess(binary, workdir, config, env)
+        sink = ChaosSinkProcess(backends.binary, workdir, config, env)
         with sink:
-            yield Stack(influx, db, pushgateway, grafana, sink)
+            yield Stack(backends, sink)
         assert sink.exit_code == 0, f"chaos-sink did not exit cleanly:\n{sink.log()[-3000:]}"
         assert GRAFANA_TOKEN not in sink.log(), "the Grafana token is in the sink's log"
-    influx_admin(influx, f'DROP DATABASE "{db}"')
 
 
 @pytest.fixture(scope="module")

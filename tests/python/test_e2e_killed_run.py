@@ -9,81 +9,60 @@ process finds the open run in the backends.
 
 from __future__ import annotations
 
-import os
 import signal
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, Optional
 
 import pytest
 
 from chaos_e2e_kit import (
-    CHAOS,
+    Backends,
+    e2e_backends,
     ChaosRun,
     ChaosSinkProcess,
     chaos_run,
     descendant_commands,
-    http,
-    influx_admin,
-    influx_query,
     influx_string,
-    need,
     poll,
     pushgateway_run_samples,
-    sink_binary,
 )
-from fake_grafana import FakeGrafana
 
 GRAFANA_TOKEN = "glsa_killed-run-token"
 RUN_TIMEOUT = "3"
 TITLE = "E2E killed"
 
 
-class Backends:
-    def __init__(self, influx: str, db: str, pushgateway: str, grafana: FakeGrafana,
-                 binary: Path) -> None:
-        self.influx = influx
-        self.db = db
-        self.pushgateway = pushgateway
-        self.grafana = grafana
-        self.binary = binary
+class Killed:
+    """The backends and a Pushgateway job of this test's own."""
+
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+        self.influx = backends.influx
+        self.db = backends.db
+        self.pushgateway = backends.pushgateway
+        self.grafana = backends.grafana
+        self.q = backends.q
         self.job = f"chaostoolkit-killed-{uuid.uuid4().hex[:8]}"
 
     def sink(self, workdir: Path, run_timeout: str) -> ChaosSinkProcess:
         workdir.mkdir(parents=True, exist_ok=True)
-        config = (
-            f"influxdb:\n  url: {self.influx}\n  database: {self.db}\n"
-            f"pushgateway:\n  pushgateway_url: {self.pushgateway}\n  job: {self.job}\n"
-            "  flush_interval: 0.2\n"
-            f"grafana:\n  - url: {self.grafana.url}\n"
-        )
+        config = self.backends.config(self.job).replace(
+            f"  job: {self.job}\n", f"  job: {self.job}\n  flush_interval: 0.2\n")
         env = {
             "CHAOS_SINK_GRAFANA_API_TOKEN": GRAFANA_TOKEN,
             "CHAOS_SINK_RUN_TIMEOUT": run_timeout,
         }
-        return ChaosSinkProcess(self.binary, workdir, config, env)
-
-    def q(self, query: str) -> List[Dict[str, Any]]:
-        return influx_query(self.influx, self.db, query)
+        return ChaosSinkProcess(self.backends.binary, workdir, config, env)
 
 
 @pytest.fixture()
-def backends(tmp_path: Path) -> Iterator[Backends]:
-    influx = need(os.environ.get("TEST_INFLUX_URL"), "InfluxDB 1.x", "TEST_INFLUX_URL is not set")
-    pushgateway = need(os.environ.get("TEST_PUSHGATEWAY_URL"), "Pushgateway",
-                       "TEST_PUSHGATEWAY_URL is not set")
-    binary = need(sink_binary(), "the chaos-sink binary",
-                  "target/debug/chaos-sink is missing (built by `cargo test --workspace`)")
-    need(CHAOS.exists(), "the chaos CLI", f"{CHAOS} is missing (tests/requirements.txt)")
-    db = f"chaos_killed_{uuid.uuid4().hex[:12]}"
-    influx_admin(influx, f'CREATE DATABASE "{db}"')
-    with FakeGrafana(authorization=f"Bearer {GRAFANA_TOKEN}") as grafana:
-        yield Backends(influx, db, pushgateway, grafana, binary)
-        assert not grafana.violations, grafana.violations
-    influx_admin(influx, f'DROP DATABASE "{db}"')
+def backends(tmp_path: Path) -> Iterator[Killed]:
+    with e2e_backends("chaos_killed", f"Bearer {GRAFANA_TOKEN}") as b:
+        yield Killed(b)
 
 
-def run_killed_mid_method(b: Backends, sink: ChaosSinkProcess, workdir: Path) -> ChaosRun:
+def run_killed_mid_method(b: Killed, sink: ChaosSinkProcess, workdir: Path) -> ChaosRun:
     """``chaos run experiments/killed.json`` SIGKILLed (with its process group) while its
     ``sleep 61`` action runs, once the action's ``activity.started`` reached the backends."""
 
@@ -103,7 +82,7 @@ def run_killed_mid_method(b: Backends, sink: ChaosSinkProcess, workdir: Path) ->
     return run
 
 
-def pg_value(b: Backends, run_id: str, name: str, **labels: str) -> Optional[float]:
+def pg_value(b: Killed, run_id: str, name: str, **labels: str) -> Optional[float]:
     for s in pushgateway_run_samples(b.pushgateway, run_id):
         if s.name == name and s.labels.get("job") == b.job and all(
                 s.labels.get(k) == v for k, v in labels.items()):
@@ -111,7 +90,7 @@ def pg_value(b: Backends, run_id: str, name: str, **labels: str) -> Optional[flo
     return None
 
 
-def assert_closed_as_interrupted(b: Backends, run_id: str) -> None:
+def assert_closed_as_interrupted(b: Killed, run_id: str) -> None:
     # Pushgateway: in-progress back to 0, status interrupted (chaostoolkit-prometheus's states).
     poll("in-progress back to 0", lambda: pg_value(
         b, run_id, "chaostoolkit_inprogress_experiment") == 0.0, timeout=40)
@@ -151,7 +130,7 @@ def timed_out_total(sink: ChaosSinkProcess) -> float:
         s.value for s in sink.metrics() if s.name == "chaos_sink_runs_timed_out_total"), timeout=10)
 
 
-def test_a_sigkilled_chaos_run_is_closed_after_the_run_timeout(backends: Backends,
+def test_a_sigkilled_chaos_run_is_closed_after_the_run_timeout(backends: Killed,
                                                                tmp_path: Path) -> None:
     with backends.sink(tmp_path / "sink", RUN_TIMEOUT) as sink:
         run = run_killed_mid_method(backends, sink, tmp_path / "run")
@@ -164,7 +143,7 @@ def test_a_sigkilled_chaos_run_is_closed_after_the_run_timeout(backends: Backend
 
 
 def test_a_sigkilled_run_whose_sink_was_sigkilled_too_is_closed_by_the_next_sink(
-        backends: Backends, tmp_path: Path) -> None:
+        backends: Killed, tmp_path: Path) -> None:
     first = backends.sink(tmp_path / "first", "3600")
     with first:
         run = run_killed_mid_method(backends, first, tmp_path / "run")

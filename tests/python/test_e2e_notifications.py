@@ -19,19 +19,16 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 
 from chaos_e2e_kit import (
+    e2e_backends,
     CHAOS,
     PYLIB,
     activity_runs,
     ChaosSinkProcess,
     http,
-    influx_admin,
     influx_query,
     influx_string,
-    need,
     poll,
-    sink_binary,
 )
-from fake_grafana import FakeGrafana
 
 EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
 TOKEN = "notifications-token"
@@ -48,28 +45,15 @@ def without_controls(name: str, title: str) -> Dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Any]]:
-    influx = need(os.environ.get("TEST_INFLUX_URL"), "InfluxDB 1.x", "TEST_INFLUX_URL is not set")
-    pushgateway = need(os.environ.get("TEST_PUSHGATEWAY_URL"), "Pushgateway",
-                       "TEST_PUSHGATEWAY_URL is not set")
-    binary = need(sink_binary(), "the chaos-sink binary",
-                  "target/debug/chaos-sink is missing (built by `cargo test --workspace`)")
-    need(CHAOS.exists(), "the chaos CLI", f"{CHAOS} is missing (tests/requirements.txt)")
-    db = f"chaos_notif_{uuid.uuid4().hex[:12]}"
     job = f"notif_{uuid.uuid4().hex[:8]}"
-    influx_admin(influx, f'CREATE DATABASE "{db}"')
-    workdir = tmp_path_factory.mktemp("chaos-sink-notifications")
-    with FakeGrafana(authorization=f"Bearer {TOKEN}") as grafana:
-        config = (
-            f"influxdb:\n  url: {influx}\n  database: {db}\n"
-            f"pushgateway:\n  pushgateway_url: {pushgateway}\n  job: {job}\n"
-            f"grafana:\n  - url: {grafana.url}\n    api_token: {TOKEN}\n"
-        )
-        process = ChaosSinkProcess(binary, workdir, config, {})
+    with e2e_backends("chaos_notif", f"Bearer {TOKEN}") as b:
+        workdir = tmp_path_factory.mktemp("chaos-sink-notifications")
+        config = b.config(job, grafana=f"    api_token: {TOKEN}\n")
+        process = ChaosSinkProcess(b.binary, workdir, config, {})
         with process:
-            yield {"influx": influx, "db": db, "pushgateway": pushgateway, "job": job,
-                   "grafana": grafana, "process": process, "workdir": workdir}
+            yield {"influx": b.influx, "db": b.db, "pushgateway": b.pushgateway, "job": job,
+                   "grafana": b.grafana, "process": process, "workdir": workdir}
         assert process.exit_code == 0, f"chaos-sink did not exit cleanly:\n{process.log()[-3000:]}"
-    influx_admin(influx, f'DROP DATABASE "{db}"')
 
 
 def run_with_notifications(sink: Dict[str, Any], name: str, title: str) -> subprocess.CompletedProcess:
