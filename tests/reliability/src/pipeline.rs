@@ -41,6 +41,16 @@ pub async fn sim(seed: u64) -> OtcSim {
 
 /// The exporter's environment for `sim` (password cloud; clouds.yaml written into `dir`), pushing to
 /// `k_sink` with fast sink retries, one `--once` window of 10 minutes ending now.
+/// Has the simulator hold `count` traces spread over the 9 minutes before now (the exporter's first
+/// `--once` window takes all of them); their ids.
+pub fn backlog(sim: &OtcSim, count: usize) -> std::collections::BTreeSet<String> {
+    let now = otc_sim::now_ms();
+    sim.generate_traces(count, now - 9 * 60_000, now - 1_000)
+        .into_iter()
+        .map(|t| t.trace_id)
+        .collect()
+}
+
 pub fn exporter_vars(sim: &OtcSim, dir: &Path, k_sink: &str) -> Vars {
     let clouds = dir.join("clouds.yaml");
     sim.write_clouds_yaml(&clouds).expect("write clouds.yaml");
@@ -217,4 +227,48 @@ pub fn exporter_delivered(p: &Proc) -> u64 {
                 .as_u64()
         })
         .sum()
+}
+
+/// What reached the graph of a pipeline run, once it settled ([`settle`]).
+pub struct Settled {
+    /// ACTION ids in the graph, with how many nodes each has (1 when nothing is duplicated).
+    pub stored: std::collections::BTreeMap<String, u64>,
+    /// The ids alone.
+    pub ids: std::collections::BTreeSet<String>,
+    /// Events the broker received from the exporter.
+    pub received: u64,
+    /// Events the broker gave up on (dead-lettered).
+    pub dead: u64,
+}
+
+/// Waits for the exporter to exit 0 (at most `exporter_limit`) and the broker to drain (at most
+/// `drain_limit`), then reads what the graph holds.
+pub async fn settle(
+    exporter: &mut Proc,
+    broker: &fake_broker::FakeBroker,
+    graph: &Graph,
+    db: &str,
+    exporter_limit: Duration,
+    drain_limit: Duration,
+) -> Settled {
+    let status = exporter.wait(exporter_limit).await;
+    assert!(
+        status.success(),
+        "exporter: {status}\n{}",
+        exporter.tail(20)
+    );
+    assert!(
+        broker.drained(drain_limit).await,
+        "broker did not drain within {drain_limit:?}"
+    );
+    let stored = graph.action_ids(db).await;
+    let stats = broker.stats();
+    Settled {
+        ids: stored.keys().cloned().collect(),
+        stored,
+        received: stats.received.load(std::sync::atomic::Ordering::SeqCst),
+        dead: stats
+            .dead_lettered
+            .load(std::sync::atomic::Ordering::SeqCst),
+    }
 }

@@ -7,7 +7,6 @@ use reliability_tests::figures::{histogram_quantile, metric_sum};
 use reliability_tests::pipeline;
 use reliability_tests::servers::ArcadeDb;
 use reliability_tests::{Figures, TempDir};
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -23,12 +22,7 @@ async fn bolt_server_killed_and_restarted_mid_load() {
     let started = Instant::now();
     let graph = db.graph();
     let sim = pipeline::sim(11).await;
-    let now = otc_sim::now_ms();
-    let truth: BTreeSet<String> = sim
-        .generate_traces(TRACES, now - 9 * 60_000, now - 1_000)
-        .into_iter()
-        .map(|t| t.trace_id)
-        .collect();
+    let truth = pipeline::backlog(&sim, TRACES);
     // CTS answers each page after 250 ms: the load lasts ~8 s instead of a burst.
     sim.inject_fault(
         FaultTarget::Cts,
@@ -69,22 +63,21 @@ async fn bolt_server_killed_and_restarted_mid_load() {
     db.restart().await;
     let downtime = killed_at.elapsed();
 
-    let status = exporter.wait(Duration::from_secs(180)).await;
-    assert!(
-        status.success(),
-        "exporter: {status}\n{}",
-        exporter.tail(20)
-    );
-    assert!(
-        broker.drained(Duration::from_secs(180)).await,
-        "broker did not drain"
-    );
+    let pipeline::Settled {
+        stored,
+        ids,
+        received,
+        dead,
+    } = pipeline::settle(
+        &mut exporter,
+        &broker,
+        &graph,
+        "neo4j",
+        Duration::from_secs(180),
+        Duration::from_secs(180),
+    )
+    .await;
     let metrics = sink.metrics().await;
-    let stored = graph.action_ids("neo4j").await;
-
-    let received = stats.received.load(Ordering::SeqCst);
-    let dead = stats.dead_lettered.load(Ordering::SeqCst);
-    let ids: BTreeSet<String> = stored.keys().cloned().collect();
     let mut f = Figures::new("bolt server killed and restarted");
     f.events = TRACES as u64;
     f.lost = truth.difference(&ids).count() as u64;

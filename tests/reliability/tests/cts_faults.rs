@@ -6,7 +6,7 @@ use otc_sim::{Fault, FaultBursts, FaultTarget, OtcSim};
 use reliability_tests::graph::Graph;
 use reliability_tests::pipeline;
 use reliability_tests::{Figures, TempDir};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -38,12 +38,7 @@ async fn cts_fault_bursts_and_expiring_tokens_lose_nothing() {
         .start()
         .await
         .expect("start the OTC fake");
-    let now = otc_sim::now_ms();
-    let truth: BTreeSet<String> = sim
-        .generate_traces(TRACES, now - 9 * 60_000, now - 1_000)
-        .into_iter()
-        .map(|t| t.trace_id)
-        .collect();
+    let truth = pipeline::backlog(&sim, TRACES);
     let sink = pipeline::neo4j_sink(&graph, &db, dir.path()).await;
     let broker = pipeline::broker(&sink.url(), 30, 16);
     let mut exporter = pipeline::spawn_exporter_paged(&sim, dir.path(), &broker.url(), PAGE);
@@ -60,20 +55,20 @@ async fn cts_fault_bursts_and_expiring_tokens_lose_nothing() {
     sim.inject_fault(FaultTarget::Cts, Fault::ExpireTokens, 1);
     sim.inject_fault(FaultTarget::IamTokens, Fault::InternalError, 2);
 
-    let status = exporter.wait(Duration::from_secs(240)).await;
-    assert!(
-        status.success(),
-        "exporter: {status}\n{}",
-        exporter.tail(20)
-    );
-    assert!(
-        broker.drained(Duration::from_secs(120)).await,
-        "broker did not drain"
-    );
-    let stored = graph.action_ids(&db).await;
-    let received = stats.received.load(Ordering::SeqCst);
-    let dead = stats.dead_lettered.load(Ordering::SeqCst);
-    let ids: BTreeSet<String> = stored.keys().cloned().collect();
+    let pipeline::Settled {
+        stored,
+        ids,
+        received,
+        dead,
+    } = pipeline::settle(
+        &mut exporter,
+        &broker,
+        &graph,
+        &db,
+        Duration::from_secs(240),
+        Duration::from_secs(120),
+    )
+    .await;
     let mut by_status: BTreeMap<u16, u64> = BTreeMap::new();
     for r in sim.requests() {
         *by_status.entry(r.status).or_default() += 1;

@@ -43,12 +43,7 @@ async fn neo4j_sink_absorbs_duplicates_and_reordering() {
     let started = Instant::now();
     let dir = TempDir::new("dup-neo4j");
     let sim = pipeline::sim(44).await;
-    let now = otc_sim::now_ms();
-    let truth: BTreeSet<String> = sim
-        .generate_traces(TRACES, now - 9 * 60_000, now - 1_000)
-        .into_iter()
-        .map(|t| t.trace_id)
-        .collect();
+    let truth = pipeline::backlog(&sim, TRACES);
     // The exporter's own events, from its JSON lines.
     let printed = pipeline::exporter_once(
         &pipeline::with(

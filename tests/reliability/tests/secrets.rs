@@ -55,8 +55,7 @@ async fn exporter_and_neo4j_sink_leak_no_secret() {
         .start()
         .await
         .expect("OTC fake");
-    let now = otc_sim::now_ms();
-    sim.generate_traces(300, now - 9 * 60_000, now - 1_000);
+    pipeline::backlog(&sim, 300);
     let debug = [("RUST_LOG", "debug"), ("LOG_FORMAT", "text")];
     let sink = SinkProc::start(
         "neo4j-sink",

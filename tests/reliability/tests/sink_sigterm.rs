@@ -6,7 +6,6 @@ use otc_sim::{Fault, FaultTarget};
 use reliability_tests::graph::Graph;
 use reliability_tests::pipeline;
 use reliability_tests::{Figures, TempDir};
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -22,12 +21,7 @@ async fn neo4j_sink_sigtermed_mid_load_and_restarted() {
     let dir = TempDir::new("sink-sigterm");
     let db = graph.fresh_db("sink_sigterm").await;
     let sim = pipeline::sim(22).await;
-    let now = otc_sim::now_ms();
-    let truth: BTreeSet<String> = sim
-        .generate_traces(TRACES, now - 9 * 60_000, now - 1_000)
-        .into_iter()
-        .map(|t| t.trace_id)
-        .collect();
+    let truth = pipeline::backlog(&sim, TRACES);
     sim.inject_fault(
         FaultTarget::Cts,
         Fault::Delay(Duration::from_millis(200)),
@@ -57,22 +51,22 @@ async fn neo4j_sink_sigtermed_mid_load_and_restarted() {
         sink.wait_ready(Duration::from_secs(30)).await;
     }
 
-    let status = exporter.wait(Duration::from_secs(180)).await;
-    assert!(
-        status.success(),
-        "exporter: {status}\n{}",
-        exporter.tail(20)
-    );
-    assert!(
+    let pipeline::Settled {
+        stored,
+        ids,
+        received,
+        dead,
+    } = pipeline::settle(
+        &mut exporter,
+        &broker,
+        &graph,
+        &db,
+        Duration::from_secs(180),
         // Generous: on a loaded 2-core machine the restarted sink and the Bolt server can be slow to
         // work through the backlog (seen once at 120 s while builds ran beside the suite).
-        broker.drained(Duration::from_secs(300)).await,
-        "broker did not drain"
-    );
-    let stored = graph.action_ids(&db).await;
-    let received = stats.received.load(Ordering::SeqCst);
-    let dead = stats.dead_lettered.load(Ordering::SeqCst);
-    let ids: BTreeSet<String> = stored.keys().cloned().collect();
+        Duration::from_secs(300),
+    )
+    .await;
 
     let mut f = Figures::new("neo4j-sink SIGTERMed mid-load twice, restarted");
     f.events = TRACES as u64;

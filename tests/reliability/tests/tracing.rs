@@ -24,8 +24,7 @@ async fn one_trace_from_the_exporters_delivery_to_the_sinks_commit() {
     let collector = ScriptedSink::start().expect("collector fake");
     let dir = TempDir::new("tracing-e2e");
     let sim = pipeline::sim(81).await;
-    let now = otc_sim::now_ms();
-    sim.generate_traces(TRACES, now - 9 * 60_000, now - 1_000);
+    pipeline::backlog(&sim, TRACES);
     let db = graph.fresh_db("tracing").await;
     let otel = [("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str())];
     let mut sink = SinkProc::start(
