@@ -30,9 +30,10 @@
 //! round's ratio N replicas / 1 replica (target >= 90%) and the transactions the replicas retried after
 //! a transient error.
 
+use neo4j_sink::cache::NodeCache;
 use neo4j_sink::cypher::{ORIGINAL_MERGE, batch_queries};
 use neo4j_sink::db::Db;
-use neo4j_sink::model::{GraphRows, NodeCache, Record};
+use neo4j_sink::model::{GraphRows, Record};
 use neo4j_sink::{Neo4jConfig, SinkMetrics};
 use neo4rs::query;
 use serde_json::{Value, json};

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod config;
 pub mod cypher;
 pub mod db;

@@ -3,11 +3,12 @@
 //! transaction, commits, then answers every request of the batch. A supervisor task keeps the database usable: it connects, creates the
 //! schema, and after an outage reconnects in the background while readiness reports the reason.
 
+use crate::cache::NodeCache;
 use crate::config::Neo4jConfig;
 use crate::cypher::batch_queries;
 use crate::db::{Db, DbError};
 use crate::metrics::SinkMetrics;
-use crate::model::{GraphRows, NodeCache, Record};
+use crate::model::{GraphRows, Record};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
