@@ -58,8 +58,10 @@ impl Sweeper {
         }
         get_json(req, "the annotation search").await
     }
+}
 
-    async fn sweep(&self) -> Result<Vec<FoundRun>, String> {
+impl FindRuns for Sweeper {
+    async fn find(&self) -> Result<Vec<FoundRun>, String> {
         let open = self
             .search(&["chaostoolkit", "experiment", "running"])
             .await?;
@@ -94,11 +96,5 @@ impl Sweeper {
             });
         }
         Ok(found)
-    }
-}
-
-impl FindRuns for Sweeper {
-    async fn find(&self) -> Result<Vec<FoundRun>, String> {
-        self.sweep().await
     }
 }

@@ -90,8 +90,10 @@ impl Sweeper {
         }
         Ok(out)
     }
+}
 
-    async fn sweep(&self) -> Result<Vec<FoundRun>, String> {
+impl FindRuns for Sweeper {
+    async fn find(&self) -> Result<Vec<FoundRun>, String> {
         let runs = self
             .query(&format!(
                 "SELECT \"title\", \"status\" FROM {} WHERE time > now() - {LOOKBACK} GROUP BY *",
@@ -164,11 +166,5 @@ impl Sweeper {
             }
         }
         Ok(open)
-    }
-}
-
-impl FindRuns for Sweeper {
-    async fn find(&self) -> Result<Vec<FoundRun>, String> {
-        self.sweep().await
     }
 }

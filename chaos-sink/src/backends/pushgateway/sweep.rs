@@ -101,56 +101,6 @@ impl Sweeper {
             && (self.group_by == GroupBy::Run) == g.labels.contains_key("chaostoolkit_run_trace_id")
     }
 
-    async fn sweep(&self) -> Result<Vec<FoundRun>, String> {
-        let listing: Listing = get_json(
-            self.request(reqwest::Method::GET, url_at(&self.base, "/api/v1/metrics")),
-            "GET /api/v1/metrics",
-        )
-        .await?;
-        let now = Utc::now();
-        let mut open = Vec::new();
-        for g in listing.data.iter().filter(|g| self.ours(g)) {
-            let Some(inprogress) = g.first("chaostoolkit_inprogress_experiment") else {
-                continue;
-            };
-            let pushed = g.value("push_time_seconds").and_then(epoch).unwrap_or(now);
-            let (Some(run_id), Some(experiment_ref)) = (
-                inprogress.labels.get("chaostoolkit_run_trace_id"),
-                g.labels.get("chaostoolkit_experiment_ref"),
-            ) else {
-                continue;
-            };
-            let running = inprogress.value.parse::<f64>().is_ok_and(|v| v >= 1.0);
-            let has_outcome = g.has_outcome();
-            if running && has_outcome {
-                // A late duplicate `started` pushed by a process that never saw the run's end:
-                // the outcome is there, so the run is over.
-                self.repair(experiment_ref, run_id).await;
-            }
-            if !running
-                && self.group_by == GroupBy::Run
-                && !self.delete_after.is_zero()
-                && chrono::Duration::from_std(self.delete_after)
-                    .is_ok_and(|d| now.signed_duration_since(pushed) >= d)
-            {
-                self.delete(experiment_ref, run_id).await;
-            }
-            open.push(FoundRun {
-                run_id: run_id.clone(),
-                experiment_ref: Some(experiment_ref.clone()),
-                title: None,
-                host: None,
-                start: g
-                    .value("chaostoolkit_experiment_start_timestamp_seconds")
-                    .and_then(epoch),
-                last: pushed,
-                last_event: None,
-                finished: !running || has_outcome,
-            });
-        }
-        Ok(open)
-    }
-
     fn group_url(&self, experiment_ref: &str, run_id: &str) -> Url {
         url_at(
             &self.base,
@@ -207,6 +157,52 @@ async fn send(request: reqwest::RequestBuilder, run_id: &str, what: &str) -> boo
 
 impl FindRuns for Sweeper {
     async fn find(&self) -> Result<Vec<FoundRun>, String> {
-        self.sweep().await
+        let listing: Listing = get_json(
+            self.request(reqwest::Method::GET, url_at(&self.base, "/api/v1/metrics")),
+            "GET /api/v1/metrics",
+        )
+        .await?;
+        let now = Utc::now();
+        let mut open = Vec::new();
+        for g in listing.data.iter().filter(|g| self.ours(g)) {
+            let Some(inprogress) = g.first("chaostoolkit_inprogress_experiment") else {
+                continue;
+            };
+            let pushed = g.value("push_time_seconds").and_then(epoch).unwrap_or(now);
+            let (Some(run_id), Some(experiment_ref)) = (
+                inprogress.labels.get("chaostoolkit_run_trace_id"),
+                g.labels.get("chaostoolkit_experiment_ref"),
+            ) else {
+                continue;
+            };
+            let running = inprogress.value.parse::<f64>().is_ok_and(|v| v >= 1.0);
+            let has_outcome = g.has_outcome();
+            if running && has_outcome {
+                // A late duplicate `started` pushed by a process that never saw the run's end:
+                // the outcome is there, so the run is over.
+                self.repair(experiment_ref, run_id).await;
+            }
+            if !running
+                && self.group_by == GroupBy::Run
+                && !self.delete_after.is_zero()
+                && chrono::Duration::from_std(self.delete_after)
+                    .is_ok_and(|d| now.signed_duration_since(pushed) >= d)
+            {
+                self.delete(experiment_ref, run_id).await;
+            }
+            open.push(FoundRun {
+                run_id: run_id.clone(),
+                experiment_ref: Some(experiment_ref.clone()),
+                title: None,
+                host: None,
+                start: g
+                    .value("chaostoolkit_experiment_start_timestamp_seconds")
+                    .and_then(epoch),
+                last: pushed,
+                last_event: None,
+                finished: !running || has_outcome,
+            });
+        }
+        Ok(open)
     }
 }
