@@ -360,7 +360,7 @@ CLOUDS.YAML:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::TempDir;
+    use shared::testkit::TempDir;
     use shared::cloudevent::Mode;
 
     struct Fixture {

@@ -171,7 +171,7 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::TempDir;
+    use shared::testkit::TempDir;
 
     #[test]
     fn round_trip_and_atomic_replace() {

@@ -20,8 +20,6 @@ pub mod output;
 pub mod server;
 pub mod window;
 
-#[cfg(test)]
-mod testutil;
 
 pub use config::{Args, CLI, Config, CtsApi, HELP};
 pub use exporter::{Exporter, Progress, Report, StartError};

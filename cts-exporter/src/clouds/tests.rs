@@ -2,7 +2,7 @@
 //! directory tree.
 
 use super::*;
-use crate::testutil::TempDir;
+use shared::testkit::TempDir;
 
 struct Fixture {
     root: TempDir,

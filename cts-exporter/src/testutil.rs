@@ -1,3 +1,0 @@
-//! Helpers for unit tests.
-
-pub use shared::testkit::TempDir;
