@@ -360,8 +360,8 @@ CLOUDS.YAML:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::testkit::TempDir;
     use shared::cloudevent::Mode;
+    use shared::testkit::TempDir;
 
     struct Fixture {
         dir: TempDir,

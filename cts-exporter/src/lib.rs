@@ -20,7 +20,6 @@ pub mod output;
 pub mod server;
 pub mod window;
 
-
 pub use config::{Args, CLI, Config, CtsApi, HELP};
 pub use exporter::{Exporter, Progress, Report, StartError};
 
