@@ -2,7 +2,8 @@
 //! CTS traces become `(:ACTION)` nodes linked to who did it, on what, with which outcome, in which
 //! tenant and region; any other event becomes a generic `(:EVENT)-[:FROM]->(:SOURCE)`.
 //!
-//! Layout: [`config`] (environment), [`model`] (events to rows), [`cypher`] (statements),
+//! Layout: [`config`] (environment), [`model`] (events to rows), [`cache`] (shared nodes written
+//! recently), [`cypher`] (statements),
 //! [`db`] (driver with timeouts), [`writer`] (group commit, reconnects), [`handler`] (the
 //! scaffold's `EventHandler`), [`metrics`].
 
