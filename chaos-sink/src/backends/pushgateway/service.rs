@@ -246,15 +246,9 @@ impl PushgatewayService {
         match &ev.kind {
             EventKind::ExperimentStarted(d) => {
                 run.metrics.start = Some(d.start.timestamp_micros() as f64 / 1e6);
-                if self.flush_interval.is_zero() || run.metrics.finished.is_some() {
-                    Change::Push
-                } else {
-                    // In-progress is pushed by the flush (`flush_interval` later), or together
-                    // with the outcome when the run is that short.
-                    run.dirty = true;
-                    run.dirty_since.get_or_insert_with(Instant::now);
-                    Change::Later
-                }
+                // In-progress is pushed by the flush (`flush_interval` later), or together with the
+                // outcome when the run is that short.
+                push_now_or_later(run, self.flush_interval)
             }
             EventKind::ExperimentFinished(d) => {
                 run.metrics.start = Some(d.start.timestamp_micros() as f64 / 1e6);
@@ -275,13 +269,7 @@ impl PushgatewayService {
                     },
                 );
                 // Late activities of a finished run: no outcome push will carry them.
-                if self.flush_interval.is_zero() || run.metrics.finished.is_some() {
-                    Change::Push
-                } else {
-                    run.dirty = true;
-                    run.dirty_since.get_or_insert_with(Instant::now);
-                    Change::Later
-                }
+                push_now_or_later(run, self.flush_interval)
             }
             _ => Change::Nothing,
         }
@@ -440,6 +428,18 @@ enum Change {
     Push,
     Later,
     Nothing,
+}
+
+/// A change to push now (no flush interval, or the run already has its outcome), or to mark for the
+/// next flush.
+fn push_now_or_later(run: &mut PgRun, flush_interval: Duration) -> Change {
+    if flush_interval.is_zero() || run.metrics.finished.is_some() {
+        Change::Push
+    } else {
+        run.dirty = true;
+        run.dirty_since.get_or_insert_with(Instant::now);
+        Change::Later
+    }
 }
 
 /// Pushes in flight at once (the Pushgateway applies them one by one, but requests overlap).
