@@ -30,6 +30,68 @@ async fn sim_with_backfill(count: usize, window: Duration) -> (OtcSim, i64) {
     (sim, anchor)
 }
 
+/// The set-up of the `--once` tests: a simulator holding `count` traces of the `window` before `anchor`, a
+/// recording sink, a temporary directory.
+struct Backfilled {
+    anchor: i64,
+    sim: OtcSim,
+    handler: Arc<RecordingHandler>,
+    server: shared::server::RunningServer<RecordingHandler>,
+    dir: TempDir,
+}
+
+impl Backfilled {
+    async fn start(count: usize, window: Duration) -> Self {
+        let (sim, anchor) = sim_with_backfill(count, window).await;
+        let (handler, server) = recording_sink();
+        Self {
+            anchor,
+            sim,
+            handler,
+            server,
+            dir: TempDir::new("once"),
+        }
+    }
+
+    /// The pieces, for the test body (keep the directory alive while it is used).
+    fn parts(
+        self,
+    ) -> (
+        i64,
+        OtcSim,
+        Arc<RecordingHandler>,
+        shared::server::RunningServer<RecordingHandler>,
+        TempDir,
+    ) {
+        (self.anchor, self.sim, self.handler, self.server, self.dir)
+    }
+
+    /// `--once` over a `window` ending now, with the password cloud, delivering to the sink.
+    fn config(&self, extra: &[(&str, &str)], window: Duration) -> cts_exporter::Config {
+        self.config_for(otc_sim::PASSWORD_CLOUD, extra, window)
+    }
+
+    fn config_for(
+        &self,
+        cloud: &str,
+        extra: &[(&str, &str)],
+        window: Duration,
+    ) -> cts_exporter::Config {
+        let sink = self.server.url();
+        let mut vars = vec![("K_SINK", sink.as_str())];
+        vars.extend_from_slice(extra);
+        config(
+            &self.sim,
+            self.dir.path(),
+            cloud,
+            &vars,
+            true,
+            window,
+            Duration::ZERO,
+        )
+    }
+}
+
 /// The set-up of the polling tests: a simulator with live traces (`rate` a minute, recorded up to
 /// `max_record_lag` late), a recording sink, and a state file holding a cursor `back_ms` before now.
 struct Live {
@@ -153,18 +215,9 @@ async fn run_once(config: &cts_exporter::Config) -> (Report, Ran) {
 
 #[tokio::test]
 async fn once_delivers_every_trace_of_the_window_exactly_once() {
-    let (sim, anchor) = sim_with_backfill(700, 8 * MIN).await;
-    let (handler, server) = recording_sink();
-    let dir = TempDir::new("once");
-    let cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::PASSWORD_CLOUD,
-        &[("K_SINK", &server.url()), ("CTS_PAGE_SIZE", "50")],
-        true,
-        10 * MIN,
-        Duration::ZERO,
-    );
+    let b = Backfilled::start(700, 8 * MIN).await;
+    let cfg = b.config(&[("CTS_PAGE_SIZE", "50")], 10 * MIN);
+    let (anchor, sim, handler, server, _dir) = b.parts();
     let (report, exporter) = run_once(&cfg).await;
     assert!(report.complete, "{report:?}");
     assert_eq!(report.progress.windows, 1);
@@ -300,22 +353,12 @@ async fn late_recorded_traces_are_picked_up_thanks_to_the_lag_allowance() {
 
 #[tokio::test]
 async fn cts_faults_token_expiry_and_sink_outages_are_survived() {
-    let (sim, anchor) = sim_with_backfill(400, 5 * MIN).await;
-    let (handler, server) = recording_sink();
-    let dir = TempDir::new("faults");
-    let cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::PASSWORD_CLOUD,
-        &[
-            ("K_SINK", &server.url()),
-            ("CTS_PAGE_SIZE", "40"),
-            ("SINK_MAX_RETRIES", "12"),
-        ],
-        true,
+    let b = Backfilled::start(400, 5 * MIN).await;
+    let cfg = b.config(
+        &[("CTS_PAGE_SIZE", "40"), ("SINK_MAX_RETRIES", "12")],
         6 * MIN,
-        Duration::ZERO,
     );
+    let (anchor, sim, handler, server, _dir) = b.parts();
     let exporter = Exporter::connect(&cfg, &Registry::new()).await.unwrap();
     // From the 3rd CTS request on: 500, 429, 503, then every token expires, then two more 500s.
     for _ in 0..2 {
@@ -390,23 +433,16 @@ async fn a_long_sink_outage_is_waited_out_in_polling_mode() {
 
 #[tokio::test]
 async fn once_reports_failure_and_keeps_the_cursor_when_the_sink_stays_down() {
-    let (sim, _) = sim_with_backfill(30, MIN).await;
-    let (handler, server) = recording_sink();
-    let dir = TempDir::new("down");
-    let state = dir.path().join("cursor.json");
-    let cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::PASSWORD_CLOUD,
+    let b = Backfilled::start(30, MIN).await;
+    let state = b.dir.path().join("cursor.json");
+    let cfg = b.config(
         &[
-            ("K_SINK", &server.url()),
             ("CTS_STATE_FILE", state.to_str().unwrap()),
             ("SINK_MAX_RETRIES", "1"),
         ],
-        true,
         2 * MIN,
-        Duration::ZERO,
     );
+    let (_anchor, sim, handler, server, _dir) = b.parts();
     handler.fail_next(1_000);
     let report = Exporter::connect(&cfg, &Registry::new())
         .await
@@ -421,23 +457,10 @@ async fn once_reports_failure_and_keeps_the_cursor_when_the_sink_stays_down() {
 
 #[tokio::test]
 async fn permanent_cts_errors_fail_once_without_panicking() {
-    let (sim, _) = sim_with_backfill(10, MIN).await;
-    let (_handler, server) = recording_sink();
-    let dir = TempDir::new("404");
+    let b = Backfilled::start(10, MIN).await;
     // v2 with an unknown tracker: 404 CTS.0214.
-    let cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::PASSWORD_CLOUD,
-        &[
-            ("K_SINK", &server.url()),
-            ("CTS_API", "v2"),
-            ("CTS_TRACKER", "nope"),
-        ],
-        true,
-        2 * MIN,
-        Duration::ZERO,
-    );
+    let cfg = b.config(&[("CTS_API", "v2"), ("CTS_TRACKER", "nope")], 2 * MIN);
+    let (_anchor, sim, _handler, server, _dir) = b.parts();
     let report = Exporter::connect(&cfg, &Registry::new())
         .await
         .unwrap()
@@ -451,20 +474,14 @@ async fn permanent_cts_errors_fail_once_without_panicking() {
 
 #[tokio::test]
 async fn catalog_lookup_endpoint_override_and_unknown_region() {
-    let (sim, anchor) = sim_with_backfill(20, MIN).await;
-    let (handler, server) = recording_sink();
-    let dir = TempDir::new("catalog");
+    let b = Backfilled::start(20, MIN).await;
     // CTS_ENDPOINT replaces the catalog (AK/SK then skips the catalog call).
-    let endpoint = format!("{}/v1.0/{}", sim.base_url(), sim.project_id());
-    let cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::AKSK_CLOUD,
-        &[("K_SINK", &server.url()), ("CTS_ENDPOINT", &endpoint)],
-        true,
-        2 * MIN,
-        Duration::ZERO,
-    );
+    let endpoint = format!("{}/v1.0/{}", b.sim.base_url(), b.sim.project_id());
+    let cfg = b.config_for(otc_sim::AKSK_CLOUD, &[("CTS_ENDPOINT", &endpoint)], 2 * MIN);
+    // A region the catalog does not serve.
+    let mut unknown_region = b.config(&[], 2 * MIN);
+    unknown_region.cloud.region = "eu-ch2".into();
+    let (anchor, sim, handler, server, _dir) = b.parts();
     sim.reset_stats();
     let (report, exporter) = run_once(&cfg).await;
     assert!(report.complete);
@@ -476,18 +493,7 @@ async fn catalog_lookup_endpoint_override_and_unknown_region() {
     let truth = sim.traces_between(anchor - 60_000, anchor, now_ms());
     assert_eq!(unique_ids(&handler.events()).len(), truth.len());
 
-    // A region the catalog does not serve.
-    let mut cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::PASSWORD_CLOUD,
-        &[("K_SINK", &server.url())],
-        true,
-        2 * MIN,
-        Duration::ZERO,
-    );
-    cfg.cloud.region = "eu-ch2".into();
-    let err = Exporter::connect(&cfg, &Registry::new())
+    let err = Exporter::connect(&unknown_region, &Registry::new())
         .await
         .err()
         .unwrap();
@@ -576,25 +582,18 @@ async fn shutdown_abandons_a_stuck_window_without_moving_the_cursor() {
 
 #[tokio::test]
 async fn structured_mode_and_overrides() {
-    let (sim, _) = sim_with_backfill(15, MIN).await;
-    let (handler, server) = recording_sink();
-    let dir = TempDir::new("structured");
-    let cfg = config(
-        &sim,
-        dir.path(),
-        otc_sim::PASSWORD_CLOUD,
+    let b = Backfilled::start(15, MIN).await;
+    let cfg = b.config(
         &[
-            ("K_SINK", &server.url()),
             ("CE_MODE", "structured"),
             (
                 "K_CE_OVERRIDES",
                 r#"{"extensions":{"Cluster":"c1","region":"overridden"}}"#,
             ),
         ],
-        true,
         2 * MIN,
-        Duration::ZERO,
     );
+    let (_anchor, sim, handler, server, _dir) = b.parts();
     let (report, _) = run_once(&cfg).await;
     assert!(report.complete);
     let events = handler.events();
