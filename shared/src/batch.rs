@@ -229,7 +229,6 @@ impl<T, R> Batches<T, R> {
 
     /// `first` and the requests queued behind it, as [`Gathering`] says.
     pub async fn gather(&mut self, first: Request<T, R>) -> Batch<T, R> {
-        let started = Instant::now();
         let mut events = first.items.len();
         let mut requests = vec![first];
         let deadline = tokio::time::Instant::now() + self.gathering.linger;
@@ -260,7 +259,8 @@ impl<T, R> Batches<T, R> {
         Batch {
             requests,
             events,
-            started,
+            // The batch is taken once gathered: its duration is the write, not the linger.
+            started: Instant::now(),
             metrics: self.metrics.clone(),
         }
     }
