@@ -241,6 +241,23 @@ pub struct Settled {
     pub dead: u64,
 }
 
+impl Settled {
+    /// Fills the loss figures of `f` for `events` sent, `truth` the ids that must be in the graph: lost,
+    /// duplicated ACTION nodes, dead-lettered, redelivered (received beyond `events`).
+    pub fn count_into(
+        &self,
+        f: &mut crate::figures::Figures,
+        truth: &std::collections::BTreeSet<String>,
+        events: u64,
+    ) {
+        f.events = events;
+        f.lost = truth.difference(&self.ids).count() as u64;
+        f.duplicated = self.stored.values().map(|n| n.saturating_sub(1)).sum();
+        f.dead_lettered = self.dead;
+        f.redelivered = self.received.saturating_sub(events);
+    }
+}
+
 /// Waits for the exporter to exit 0 (at most `exporter_limit`) and the broker to drain (at most
 /// `drain_limit`), then reads what the graph holds.
 pub async fn settle(

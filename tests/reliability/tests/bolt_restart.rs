@@ -63,12 +63,7 @@ async fn bolt_server_killed_and_restarted_mid_load() {
     db.restart().await;
     let downtime = killed_at.elapsed();
 
-    let pipeline::Settled {
-        stored,
-        ids,
-        received,
-        dead,
-    } = pipeline::settle(
+    let settled = pipeline::settle(
         &mut exporter,
         &broker,
         &graph,
@@ -79,11 +74,7 @@ async fn bolt_server_killed_and_restarted_mid_load() {
     .await;
     let metrics = sink.metrics().await;
     let mut f = Figures::new("bolt server killed and restarted");
-    f.events = TRACES as u64;
-    f.lost = truth.difference(&ids).count() as u64;
-    f.duplicated = stored.values().map(|n| n.saturating_sub(1)).sum();
-    f.dead_lettered = dead;
-    f.redelivered = received.saturating_sub(TRACES as u64);
+    settled.count_into(&mut f, &truth, TRACES as u64);
     f.faults = vec![
         format!(
             "ArcadeDB SIGKILL at {delivered_at_kill}/{TRACES} delivered, down {:.1}s",
@@ -104,11 +95,17 @@ async fn bolt_server_killed_and_restarted_mid_load() {
     f.wall = started.elapsed();
     f.print();
 
-    assert_eq!(received, TRACES as u64, "the exporter sent each trace once");
-    assert_eq!(dead, 0, "{:?}", broker.dead_letters().first());
+    assert_eq!(
+        settled.received, TRACES as u64,
+        "the exporter sent each trace once"
+    );
+    assert_eq!(settled.dead, 0, "{:?}", broker.dead_letters().first());
     assert_eq!(f.lost, 0, "missing from the graph");
     assert_eq!(f.duplicated, 0, "duplicate ACTION nodes");
-    assert_eq!(ids, truth, "graph holds exactly the exported traces");
+    assert_eq!(
+        settled.ids, truth,
+        "graph holds exactly the exported traces"
+    );
     let mut sink = sink;
     assert!(sink.proc.running(), "the sink must survive the outage");
     broker.stop().await.expect("broker stop");

@@ -55,12 +55,7 @@ async fn cts_fault_bursts_and_expiring_tokens_lose_nothing() {
     sim.inject_fault(FaultTarget::Cts, Fault::ExpireTokens, 1);
     sim.inject_fault(FaultTarget::IamTokens, Fault::InternalError, 2);
 
-    let pipeline::Settled {
-        stored,
-        ids,
-        received,
-        dead,
-    } = pipeline::settle(
+    let settled = pipeline::settle(
         &mut exporter,
         &broker,
         &graph,
@@ -76,11 +71,7 @@ async fn cts_fault_bursts_and_expiring_tokens_lose_nothing() {
     let s = sim.stats();
 
     let mut f = Figures::new("CTS 429/500/503 bursts and expiring tokens");
-    f.events = TRACES as u64;
-    f.lost = truth.difference(&ids).count() as u64;
-    f.duplicated = stored.values().map(|n| n.saturating_sub(1)).sum();
-    f.dead_lettered = dead;
-    f.redelivered = received.saturating_sub(TRACES as u64);
+    settled.count_into(&mut f, &truth, TRACES as u64);
     f.faults = vec![
         format!("{} faults served by the OTC fake", s.faults_served),
         format!("answers by status {by_status:?}"),
@@ -103,11 +94,11 @@ async fn cts_fault_bursts_and_expiring_tokens_lose_nothing() {
         );
     }
     assert!(s.tokens_issued >= 3, "tokens were not renewed");
-    assert_eq!(received, TRACES as u64, "each trace sent once");
-    assert_eq!(dead, 0);
+    assert_eq!(settled.received, TRACES as u64, "each trace sent once");
+    assert_eq!(settled.dead, 0);
     assert_eq!(f.lost, 0, "missing from the graph");
     assert_eq!(f.duplicated, 0);
-    assert_eq!(ids, truth);
+    assert_eq!(settled.ids, truth);
     broker.stop().await.expect("broker stop");
     graph.drop_db(&db).await;
     sim.stop().await;

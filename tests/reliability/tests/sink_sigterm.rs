@@ -51,12 +51,7 @@ async fn neo4j_sink_sigtermed_mid_load_and_restarted() {
         sink.wait_ready(Duration::from_secs(30)).await;
     }
 
-    let pipeline::Settled {
-        stored,
-        ids,
-        received,
-        dead,
-    } = pipeline::settle(
+    let settled = pipeline::settle(
         &mut exporter,
         &broker,
         &graph,
@@ -69,11 +64,7 @@ async fn neo4j_sink_sigtermed_mid_load_and_restarted() {
     .await;
 
     let mut f = Figures::new("neo4j-sink SIGTERMed mid-load twice, restarted");
-    f.events = TRACES as u64;
-    f.lost = truth.difference(&ids).count() as u64;
-    f.duplicated = stored.values().map(|n| n.saturating_sub(1)).sum();
-    f.dead_lettered = dead;
-    f.redelivered = received.saturating_sub(TRACES as u64);
+    settled.count_into(&mut f, &truth, TRACES as u64);
     f.faults = terms
         .iter()
         .map(|at| format!("SIGTERM at {at}/{TRACES} delivered (exit 0)"))
@@ -93,11 +84,11 @@ async fn neo4j_sink_sigtermed_mid_load_and_restarted() {
         terms.iter().all(|at| *at < TRACES as u64),
         "the load finished before a SIGTERM"
     );
-    assert_eq!(received, TRACES as u64);
-    assert_eq!(dead, 0);
+    assert_eq!(settled.received, TRACES as u64);
+    assert_eq!(settled.dead, 0);
     assert_eq!(f.lost, 0, "missing from the graph");
     assert_eq!(f.duplicated, 0, "duplicate ACTION nodes");
-    assert_eq!(ids, truth);
+    assert_eq!(settled.ids, truth);
     broker.stop().await.expect("broker stop");
     graph.drop_db(&db).await;
     sim.stop().await;
