@@ -118,7 +118,7 @@ impl Neo4jConfig {
             cfg.user = user.to_owned();
         }
         // A password is taken as given (blanks included); unset or empty means none.
-        if let Some((_, password)) = env.pairs().find(|(k, _)| k == "NEO4J_PASSWORD") {
+        if let Some(password) = env.raw("NEO4J_PASSWORD") {
             cfg.password = Secret::new(password);
         }
         cfg.database = env.get("NEO4J_DATABASE").map(str::to_owned);

@@ -249,9 +249,9 @@ impl Env {
             .transpose()
     }
 
-    /// Every name/value pair (for readers that take the whole environment, such as [`from_vars`]).
-    pub fn pairs(&self) -> impl Iterator<Item = (String, String)> + '_ {
-        self.0.iter().map(|(k, v)| (k.clone(), v.clone()))
+    /// The value exactly as set (not trimmed; empty included), for values where blanks count (passwords).
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
     }
 }
 
@@ -486,6 +486,7 @@ mod tests {
             ("PW", "hunter2"),
         ]));
         assert_eq!(env.get("BLANK"), None);
+        assert_eq!(env.raw("BLANK"), Some("  "));
         assert_eq!(env.number("N", 1u32, 1, 100).unwrap(), 42);
         assert_eq!(env.number("MISSING", 7u32, 1, 100).unwrap(), 7);
         let e = env.number("N", 1u32, 1, 10).unwrap_err().to_string();
